@@ -1,0 +1,91 @@
+"""The client half of an algorithm: a base class whose defaults are plain FedAvg.
+
+An algorithm subclasses :class:`ClientAlgorithm` and overrides only what differs (which keys
+leave the device, extra local steps, personal state kept in ``context.state``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
+
+from fedpersonal.config import ConfigError, RunConfig, parse_config
+from fedpersonal.params import load_arrays, to_arrays
+from fedpersonal.tasks import ClientData, Task, get_task
+from fedpersonal.training import sgd_optimizer, train_epochs
+
+
+def partition_of(context: Context, cfg: RunConfig) -> int:
+    """This node's partition id, checked against ``num-clients``."""
+    node_config = context.node_config
+    if "partition-id" not in node_config:
+        raise ConfigError("node config has no 'partition-id'; run fedpersonal through a simulation")
+    partitions = int(node_config.get("num-partitions", cfg.num_clients))
+    if partitions != cfg.num_clients:
+        raise ConfigError(
+            f"run config key 'num-clients' = {cfg.num_clients} but the federation has "
+            f"{partitions} supernodes; expected them equal"
+        )
+    return int(node_config["partition-id"])
+
+
+def round_generator(cfg: RunConfig, partition_id: int, server_round: int) -> torch.Generator:
+    """A torch generator seeded by (seed, partition, round): reproducible shuffling."""
+    seed = int(np.random.SeedSequence([cfg.seed, partition_id, server_round]).generate_state(1)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+class ClientAlgorithm:
+    """FedAvg client: load the global model, train locally, return the whole model."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.cfg = parse_config(context.run_config)
+        self.task: Task = get_task(self.cfg.task)
+        self.partition_id = partition_of(context, self.cfg)
+        self.data: ClientData = self.task.client_data(self.cfg, self.partition_id)
+
+    def model_from(self, msg: Message) -> nn.Module:
+        """A model holding the arrays the server sent."""
+        model = self.task.build_model()
+        load_arrays(model, msg.content.array_records["arrays"])
+        return model
+
+    def local_train(self, model: nn.Module, server_round: int) -> float:
+        """Local SGD epochs on the train split; returns the mean training loss."""
+        return train_epochs(
+            model,
+            self.data.train,
+            self.task.loss,
+            sgd_optimizer(model.parameters(), self.cfg),
+            self.cfg.local_epochs,
+            self.cfg.batch_size,
+            round_generator(self.cfg, self.partition_id, server_round),
+            self.cfg.grad_clip,
+        )
+
+    def outgoing_arrays(self, model: nn.Module) -> ArrayRecord:
+        """What leaves the device after training (FedAvg: the whole model)."""
+        return to_arrays(model)
+
+    def reply(self, msg: Message, metrics: dict[str, float], arrays: ArrayRecord | None = None) -> Message:
+        """A reply carrying ``arrays`` (train) and metrics tagged with the partition id."""
+        content = RecordDict({"metrics": MetricRecord({**metrics, "partition-id": self.partition_id})})
+        if arrays is not None:
+            content["arrays"] = arrays
+        return Message(content=content, reply_to=msg)
+
+    def train(self, msg: Message) -> Message:
+        """Handle a train message."""
+        model = self.model_from(msg)
+        server_round = int(msg.content.config_records["config"].get("server-round", 0))
+        loss = self.local_train(model, server_round)
+        metrics = {"train-loss": loss, "num-examples": self.data.num_train}
+        return self.reply(msg, metrics, self.outgoing_arrays(model))
+
+    def evaluate(self, msg: Message) -> Message:
+        """Handle an evaluate message: metrics of the received model on the test split."""
+        metrics = self.task.evaluate(self.model_from(msg), self.data.test)
+        return self.reply(msg, {**metrics, "num-examples": self.data.num_test})

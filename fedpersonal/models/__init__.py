@@ -1,0 +1,1 @@
+"""Networks. Each splits into a shared ``body`` and a personal ``head`` by parameter names."""

@@ -1,0 +1,68 @@
+"""The run directory: resolved config, per-round and per-client metrics, final model.
+
+Layout of ``<results-dir>/<run-name>/``:
+
+* ``config.json``  - the resolved run config (every key, defaults filled in) and run facts
+* ``rounds.jsonl`` - one JSON object per round (round 0 = the initial model), appended and
+  flushed as each round ends, so a crash never loses a finished round
+* ``clients.jsonl`` - one JSON object per client reply: round, phase (train/evaluate), node id,
+  partition id and the client's metrics, or its error
+* ``model.pt``     - the final global model (``torch.save`` of a state_dict)
+* ``summary.json`` - final global metrics and the fairness summary over clients
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class RunDirectory:
+    """Writes (and reads back) the files of one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: str | Path, name: str) -> RunDirectory:
+        """A new, empty directory ``root/<timestamp>-<name>`` (suffixed if it exists)."""
+        base = Path(root).expanduser().resolve() / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+        path, suffix = base, 1
+        while path.exists():
+            path, suffix = Path(f"{base}-{suffix}"), suffix + 1
+        path.mkdir(parents=True)
+        return cls(path)
+
+    def write_json(self, filename: str, payload: Mapping[str, Any]) -> None:
+        """Write one JSON document (atomically: temp file then rename)."""
+        target = self.path / filename
+        temp = target.with_suffix(target.suffix + ".tmp")
+        temp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        temp.replace(target)
+
+    def append_rows(self, filename: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append JSON lines and flush them to disk."""
+        with open(self.path / filename, "a", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
+            handle.flush()
+
+    def read_rows(self, filename: str) -> list[dict[str, Any]]:
+        """All JSON lines of ``filename`` (empty if it does not exist)."""
+        target = self.path / filename
+        if not target.exists():
+            return []
+        return [json.loads(line) for line in target.read_text().splitlines() if line.strip()]
+
+    def read_json(self, filename: str) -> dict[str, Any]:
+        """One JSON document."""
+        return json.loads((self.path / filename).read_text())
+
+    def save_model(self, state_dict: Mapping[str, torch.Tensor], filename: str = "model.pt") -> None:
+        """Save a state_dict with ``torch.save``."""
+        torch.save(dict(state_dict), self.path / filename)

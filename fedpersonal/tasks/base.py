@@ -1,0 +1,54 @@
+"""What a task provides: model factory, per-client data, loss and evaluation metrics."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fedpersonal.config import RunConfig
+from fedpersonal.training import Tensors
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's train and test tensors (same layout, first dimension = samples)."""
+
+    train: Tensors
+    test: Tensors
+
+    @property
+    def num_train(self) -> int:
+        """Number of training samples."""
+        return len(self.train[0])
+
+    @property
+    def num_test(self) -> int:
+        """Number of test samples."""
+        return len(self.test[0])
+
+
+class Task(ABC):
+    """A learning problem: the model, the data of a client, the loss and the metrics."""
+
+    name: str
+    metric: str  # the primary evaluation metric, a key of evaluate()'s result
+    better: str  # "lower" or "higher" for the primary metric
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model (seed torch before calling for reproducibility)."""
+
+    @abstractmethod
+    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+        """The train/test data of client ``partition_id`` (cached per process)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
+        """Mean training loss of ``model`` on one batch."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
+        """Metrics of ``model`` on ``tensors``; includes ``self.metric`` and ``"loss"``."""

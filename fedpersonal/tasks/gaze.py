@@ -1,0 +1,95 @@
+"""Gaze estimation: eye image + head pose -> gaze (pitch, yaw); metric: mean angular error.
+
+Natural partition: client ``i`` is user ``i`` of the embedded generator; its samples are split
+into train and test by ``test-fraction``. Users ``UNSEEN_USER_OFFSET + k`` never train and serve
+as unseen users.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedpersonal.config import RunConfig, require_choice
+from fedpersonal.data.synthetic.eyes import GazeSamples, generate_user
+from fedpersonal.metrics.angular import angular_error_deg
+from fedpersonal.models.lenet import GazeLeNet
+from fedpersonal.tasks.base import ClientData, Task, Tensors
+from fedpersonal.training import iterate_batches
+
+UNSEEN_USER_OFFSET = 10_000
+EVAL_BATCH = 512
+
+
+def samples_to_tensors(samples: GazeSamples) -> Tensors:
+    """(images uint8 (N, 1, 36, 60), pose (N, 2), gaze (N, 2)) as torch tensors."""
+    return (
+        torch.from_numpy(samples.images[:, None]),
+        torch.from_numpy(samples.pose),
+        torch.from_numpy(samples.gaze),
+    )
+
+
+def split_train_test(tensors: Tensors, test_fraction: float) -> ClientData:
+    """First samples train, last ``test_fraction`` test (samples are drawn i.i.d. per user)."""
+    count = len(tensors[0])
+    num_test = min(max(1, round(count * test_fraction)), count - 1)
+    cut = count - num_test
+    return ClientData(tuple(t[:cut] for t in tensors), tuple(t[cut:] for t in tensors))
+
+
+@lru_cache(maxsize=64)
+def _user_data(user_id: int, count: int, seed: int, heterogeneity: float, test_fraction: float) -> ClientData:
+    samples = generate_user(user_id, count, seed, heterogeneity)
+    return split_train_test(samples_to_tensors(samples), test_fraction)
+
+
+class GazeTask(Task):
+    """LeNet gaze regression with an MSE loss on (pitch, yaw) in radians."""
+
+    name = "gaze"
+    metric = "angular-error"
+    better = "lower"
+    datasets = ("synthetic",)
+
+    def build_model(self) -> nn.Module:
+        """A new :class:`GazeLeNet`."""
+        return GazeLeNet()
+
+    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+        """User ``partition_id`` of the embedded generator, split into train/test."""
+        require_choice("dataset", cfg.dataset, self.datasets)
+        return _user_data(
+            partition_id, cfg.samples_per_client, cfg.seed, cfg.heterogeneity, cfg.test_fraction
+        )
+
+    def unseen_user_data(self, cfg: RunConfig, index: int) -> ClientData:
+        """Data of an unseen user (never a client) with the run's generator settings."""
+        return self.client_data(cfg, UNSEEN_USER_OFFSET + index)
+
+    def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
+        """Mean squared error of the predicted (pitch, yaw)."""
+        images, pose, gaze = batch
+        return torch.mean((model(images.float() / 255.0, pose) - gaze) ** 2)
+
+    def predict(self, model: nn.Module, tensors: Tensors) -> np.ndarray:
+        """Predicted (pitch, yaw) for every sample, in evaluation mode."""
+        model.eval()
+        with torch.no_grad():
+            parts = [
+                model(images.float() / 255.0, pose)
+                for images, pose, _ in iterate_batches(tensors, EVAL_BATCH)
+            ]
+        return torch.cat(parts).numpy()
+
+    def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
+        """Mean angular error in degrees and MSE loss."""
+        predicted = self.predict(model, tensors)
+        target = tensors[2].numpy()
+        return {
+            "angular-error": float(angular_error_deg(predicted, target).mean()),
+            "loss": float(np.mean((predicted - target) ** 2)),
+        }

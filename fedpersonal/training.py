@@ -1,0 +1,61 @@
+"""Local training: minibatches over tensors, SGD epochs, batched inference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from fedpersonal.config import RunConfig
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+def iterate_batches(
+    tensors: Tensors, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[Tensors]:
+    """Yield aligned minibatches; shuffled with ``generator`` when one is given."""
+    count = len(tensors[0])
+    order = torch.randperm(count, generator=generator) if generator is not None else None
+    for start in range(0, count, batch_size):
+        if order is None:
+            yield tuple(t[start : start + batch_size] for t in tensors)
+        else:
+            index = order[start : start + batch_size]
+            yield tuple(t[index] for t in tensors)
+
+
+def sgd_optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], cfg: RunConfig) -> torch.optim.SGD:
+    """The client optimizer: SGD with the run's lr, momentum and weight decay."""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train_epochs(
+    model: nn.Module,
+    tensors: Tensors,
+    loss_fn: Callable[[nn.Module, Tensors], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    grad_clip: float = 0.0,
+) -> float:
+    """Run ``epochs`` passes of minibatch training; return the sample-weighted mean loss.
+
+    ``grad_clip`` > 0 rescales each step's gradient to at most that global L2 norm.
+    """
+    model.train()
+    total, seen = 0.0, 0
+    for _ in range(epochs):
+        for batch in iterate_batches(tensors, batch_size, generator):
+            loss = loss_fn(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            size = len(batch[0])
+            total += float(loss.detach()) * size
+            seen += size
+    return total / max(seen, 1)

@@ -1,0 +1,112 @@
+"""Start and stop a private Flower SuperLink (simulation mode) and submit runs to it.
+
+Tests, benchmarks and scripts use this instead of Flower's shared ``:local:`` SuperLink: it
+lives in its own FLWR_HOME, on free ports, with the offline environment, and is stopped by pid
+(the SuperLink takes its SuperExec and simulation children with it).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from fedpersonal.runtime import quiet_environment
+
+CONNECTION = "fedpersonal-private"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with code {process.returncode} during start-up")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"flower-superlink did not open port {port} within {timeout:.0f} s")
+
+
+class PrivateSuperLink:
+    """A SuperLink owned by this process: ``with PrivateSuperLink(home, num_supernodes=3) as link``."""
+
+    def __init__(self, home: Path, num_supernodes: int, num_cpus_per_client: int = 2) -> None:
+        self.home = Path(home)
+        self.num_supernodes = num_supernodes
+        self.num_cpus_per_client = num_cpus_per_client
+        self.port = free_port()  # the HTTP API: runtime, control and fleet
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for ``flwr`` commands that talk to this SuperLink."""
+        return quiet_environment() | {"FLWR_HOME": str(self.home)}
+
+    def _write_connection(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.toml").write_text(
+            "[superlink]\n"
+            f'default = "{CONNECTION}"\n\n'
+            f"[superlink.{CONNECTION}]\n"
+            f'address = "127.0.0.1:{self.port}"\n'
+            "insecure = true\n"
+        )
+
+    def start(self) -> PrivateSuperLink:
+        """Start the SuperLink and wait until its HTTP API listens (stopping it on failure)."""
+        self._write_connection()
+        log = open(self.home / "superlink.log", "wb")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [
+                "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+                "--disable-runtime-dependency-installation",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--health-server-address", f"127.0.0.1:{free_port()}",
+                "--database", str(self.home / "state.db"),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_for_port(self.port, self.process, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def run(self, app_dir: Path, run_config: str = "", timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """``flwr run APP --stream`` against this SuperLink; returns the finished process."""
+        federation = f"num-supernodes={self.num_supernodes} client-resources-num-cpus={self.num_cpus_per_client}"
+        command = ["flwr", "run", str(app_dir), CONNECTION, "--stream", "--federation-config", federation]
+        if run_config:
+            command += ["--run-config", run_config]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def stop(self) -> None:
+        """Terminate the SuperLink (its children follow it) and wait for it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def __enter__(self) -> PrivateSuperLink:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,105 @@
+"""The Flower ServerApp: the composition root of a fedpersonal run.
+
+Order of work: validate the whole run config, build the task and strategy, wait for the clients,
+then create the run directory and run the rounds. A config error stops the run before any
+training, with a message naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from logging import ERROR, INFO
+from typing import Any
+
+import flwr
+import torch
+from flwr.app import Context
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+
+from fedpersonal.config import ConfigError, RunConfig, parse_config
+from fedpersonal.metrics.fairness import fairness_summary
+from fedpersonal.params import to_arrays
+from fedpersonal.results import RunDirectory
+from fedpersonal.tasks import Task, get_task
+from simulations.loop import RoundLoop
+from strategies import build_strategy
+
+app = ServerApp()
+
+
+def wait_for_clients(grid: Grid, cfg: RunConfig) -> int:
+    """Wait until ``num-clients`` nodes are connected; a ConfigError if the count differs."""
+    deadline = time.monotonic() + cfg.node_wait_s
+    while True:
+        count = len(list(grid.get_node_ids()))
+        if count > cfg.num_clients or (count < cfg.num_clients and time.monotonic() > deadline):
+            raise ConfigError(
+                f"run config key 'num-clients' = {cfg.num_clients} but {count} supernodes are "
+                f"connected; expected them equal (run with --federation-config "
+                f"\"num-supernodes={cfg.num_clients}\" or set --run-config \"num-clients={count}\")"
+            )
+        if count == cfg.num_clients:
+            return count
+        time.sleep(0.2)
+
+
+def run_facts(cfg: RunConfig, task: Task) -> dict[str, Any]:
+    """The resolved config plus the facts needed to reproduce and compare a run."""
+    return {
+        "config": cfg.to_dict(),
+        "metric": task.metric,
+        "better": task.better,
+        "versions": {"flwr": flwr.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
+    """The last round's global metrics and the fairness summary of its per-client values."""
+    rounds = run_dir.read_rows("rounds.jsonl")
+    last = rounds[-1]
+    values = [
+        row[task.metric]
+        for row in run_dir.read_rows("clients.jsonl")
+        if row["round"] == last["round"] and row["phase"] == "evaluate" and task.metric in row
+    ]
+    return {
+        "rounds": last["round"],
+        "final": last,
+        "initial": rounds[0],
+        "per-client": fairness_summary(values, task.better) if values else {},
+    }
+
+
+def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
+    """Run a validated config on ``grid``; returns its run directory."""
+    task = get_task(cfg.task)
+    strategy = build_strategy(cfg)
+    wait_for_clients(grid, cfg)
+
+    torch.manual_seed(cfg.seed)
+    model = task.build_model()
+    run_dir = RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
+    run_dir.write_json("config.json", run_facts(cfg, task))
+    log(INFO, "fedpersonal: %s/%s, %d clients, %d rounds -> %s", cfg.task, cfg.strategy, cfg.num_clients, cfg.num_rounds, run_dir.path)
+
+    loop = RoundLoop(strategy, grid, run_dir, task.metric, task.better)
+    final = loop.run(to_arrays(model), cfg.num_rounds)
+    run_dir.save_model(final.to_torch_state_dict())
+    summary = final_summary(run_dir, task)
+    run_dir.write_json("summary.json", summary)
+    log(INFO, "fedpersonal: done; final global %s %.3f; results in %s", task.metric, summary["final"].get(f"global-{task.metric}", float("nan")), run_dir.path)
+    return run_dir
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point of ``flwr run``."""
+    try:
+        cfg = parse_config(context.run_config)
+        run(grid, cfg)
+    except ConfigError as error:
+        log(ERROR, "fedpersonal: configuration error: %s", error)
+        raise

@@ -1,0 +1,21 @@
+"""Server strategies by name; each module's ``build(cfg)`` returns a Flower Strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.serverapp.strategy import Strategy
+
+from fedpersonal.config import RunConfig, require_choice
+from strategies import fedavg
+
+STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {"fedavg": fedavg.build}
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    """The strategy named by run-config key ``strategy``."""
+    require_choice("strategy", cfg.strategy, STRATEGIES)
+    return STRATEGIES[cfg.strategy](cfg)
+
+
+__all__ = ["STRATEGIES", "build_strategy"]

@@ -1,0 +1,65 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedpersonal.config import ConfigError, RunConfig, config_keys, parse_config
+from fedpersonal.tasks import get_task
+from strategies import build_strategy
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_pyproject_defaults_are_the_config_defaults():
+    declared = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    assert declared == RunConfig().to_dict()
+    assert parse_config(declared) == RunConfig()
+
+
+def test_every_key_is_accepted_and_types_are_kept():
+    cfg = parse_config({"num-rounds": 3, "lr": 1, "fraction-train": 0.5, "strategy": "fedavg"})
+    assert cfg.num_rounds == 3 and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.fraction_train == 0.5
+    assert set(config_keys()) == set(RunConfig().to_dict())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("num-rounds", 0, "an integer >= 1"),
+        ("num-rounds", -3, "an integer >= 1"),
+        ("fraction-train", 0.0, r"\(0, 1\]"),
+        ("fraction-train", 1.5, r"\(0, 1\]"),
+        ("fraction-evaluate", -0.1, r"\(0, 1\]"),
+        ("test-fraction", 1.0, r"\(0, 1\)"),
+        ("momentum", 1.0, r"\[0, 1\)"),
+        ("lr", 0.0, "> 0"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_allowed(key, value, expected):
+    with pytest.raises(ConfigError, match=expected) as error:
+        parse_config({key: value})
+    assert f"'{key}'" in str(error.value) and repr(value) in str(error.value)
+
+
+def test_wrong_type_names_expected_type():
+    with pytest.raises(ConfigError, match=r"'num-rounds' = '3'.*expected int"):
+        parse_config({"num-rounds": "3"})
+    with pytest.raises(ConfigError, match=r"'num-rounds' = 2.5.*expected int"):
+        parse_config({"num-rounds": 2.5})
+    with pytest.raises(ConfigError, match=r"'lr' = True.*expected float"):
+        parse_config({"lr": True})
+
+
+def test_unknown_key_lists_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown run config key\(s\) \['num-round'\]; allowed keys: .*num-rounds"):
+        parse_config({"num-round": 3})
+
+
+def test_unknown_strategy_and_task_name_the_choices():
+    with pytest.raises(ConfigError, match=r"'strategy' = 'fedbogus' is unknown; choose one of \['fedavg'"):
+        build_strategy(parse_config({"strategy": "fedbogus"}))
+    with pytest.raises(ConfigError, match=r"'task' = 'speech' is unknown; choose one of \["):
+        get_task("speech")
+    with pytest.raises(ConfigError, match=r"'dataset' = 'mpiigaze' is unknown"):
+        get_task("gaze").client_data(parse_config({"dataset": "mpiigaze"}), 0)
