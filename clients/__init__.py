@@ -6,5 +6,7 @@ from clients.base import ClientAlgorithm
 from clients.fedavg import FedAvgClient
 
 CLIENT_ALGORITHMS: dict[str, type[ClientAlgorithm]] = {"fedavg": FedAvgClient}
+# Run-config sections the client halves read: name -> settings dataclass.
+CONFIG_SECTIONS: dict[str, type] = {}
 
-__all__ = ["CLIENT_ALGORITHMS", "ClientAlgorithm"]
+__all__ = ["CLIENT_ALGORITHMS", "CONFIG_SECTIONS", "ClientAlgorithm"]

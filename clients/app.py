@@ -6,14 +6,15 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from clients import CLIENT_ALGORITHMS, ClientAlgorithm
-from fedpersonal.config import parse_config, require_choice
+from clients.base import parse_client_config
+from fedpersonal.config import require_choice
 
 app = ClientApp()
 
 
 def client_for(context: Context) -> ClientAlgorithm:
     """The client half of the algorithm named by run-config key ``strategy``."""
-    name = parse_config(context.run_config).strategy
+    name = parse_client_config(context).strategy
     require_choice("strategy", name, CLIENT_ALGORITHMS)
     return CLIENT_ALGORITHMS[name](context)
 

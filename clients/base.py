@@ -17,6 +17,13 @@ from fedpersonal.tasks import ClientData, Task, get_task
 from fedpersonal.training import sgd_optimizer, train_epochs
 
 
+def parse_client_config(context: Context) -> RunConfig:
+    """The run config with the client-side sections (other sections were checked by the server)."""
+    from clients import CONFIG_SECTIONS  # the registry imports this module
+
+    return parse_config(context.run_config, CONFIG_SECTIONS, strict=False)
+
+
 def partition_of(context: Context, cfg: RunConfig) -> int:
     """This node's partition id, checked against ``num-clients``."""
     node_config = context.node_config
@@ -42,7 +49,7 @@ class ClientAlgorithm:
 
     def __init__(self, context: Context) -> None:
         self.context = context
-        self.cfg = parse_config(context.run_config)
+        self.cfg = parse_client_config(context)
         self.task: Task = get_task(self.cfg.task)
         self.partition_id = partition_of(context, self.cfg)
         self.data: ClientData = self.task.client_data(self.cfg, self.partition_id)

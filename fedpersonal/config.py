@@ -1,7 +1,10 @@
 """Typed, validated view of Flower's run config: the one place for defaults and config errors.
 
-Every key of ``[tool.flwr.app.config]`` in pyproject.toml is a field of :class:`RunConfig`
-(``num-rounds`` <-> ``num_rounds``) with its default, its type and the values it allows.
+Every top-level key of ``[tool.flwr.app.config]`` in pyproject.toml is a field of
+:class:`RunConfig` (``num-rounds`` <-> ``num_rounds``) with its default, its type and the values
+it allows. Algorithm-specific keys live in sections: the TOML table ``[tool.flwr.app.config.fedopt]``
+becomes Flower keys ``fedopt.<key>``, parsed into the section's own dataclass (declared with
+:func:`setting` fields, exactly like :class:`RunConfig`) and read with ``cfg.section("fedopt")``.
 :func:`parse_config` checks every key and raises :class:`ConfigError` naming the key, the bad
 value and what is allowed, before anything trains.
 """
@@ -26,7 +29,8 @@ class Rule:
     check: Callable[[Any], bool] = lambda _value: True
 
 
-def _key(default: Any, allowed: str, check: Callable[[Any], bool] | None = None) -> Any:
+def setting(default: Any, allowed: str, check: Callable[[Any], bool] | None = None) -> Any:
+    """A config field: its default, what it allows (for errors) and the check of a value."""
     rule = Rule(allowed, check) if check else Rule(allowed)
     return field(default=default, metadata={"rule": rule})
 
@@ -51,42 +55,56 @@ def _open_fraction(value: float) -> bool:
 class RunConfig:
     """All run-config keys of a fedpersonal run, with their defaults (mirrors pyproject.toml)."""
 
-    task: str = _key("gaze", "a registered task name")
-    strategy: str = _key("fedavg", "a registered strategy name")
-    dataset: str = _key("synthetic", "a dataset name the task supports")
-    data_path: str = _key("", "a local path ('' for embedded data)")
-    num_clients: int = _key(15, "an integer >= 1 equal to the federation's num-supernodes", _positive)
-    num_rounds: int = _key(10, "an integer >= 1", _positive)
-    fraction_train: float = _key(1.0, "a number in (0, 1]", _fraction)
-    fraction_evaluate: float = _key(1.0, "a number in (0, 1]", _fraction)
-    local_epochs: int = _key(2, "an integer >= 1", _positive)
-    batch_size: int = _key(16, "an integer >= 1", _positive)
-    lr: float = _key(0.03, "a number > 0", _positive)
-    momentum: float = _key(0.9, "a number in [0, 1)", lambda v: 0 <= v < 1)
-    weight_decay: float = _key(0.0, "a number >= 0", _non_negative)
-    grad_clip: float = _key(1.0, "a number >= 0 (max gradient L2 norm; 0: off)", _non_negative)
-    samples_per_client: int = _key(600, "an integer >= 2", lambda v: v >= 2)
-    test_fraction: float = _key(0.2, "a number in (0, 1)", _open_fraction)
-    heterogeneity: float = _key(1.0, "a number >= 0 (0: all users alike)", _non_negative)
-    seed: int = _key(0, "an integer >= 0", _non_negative)
-    results_dir: str = _key("runs", "a directory path")
-    node_wait_s: float = _key(60.0, "a number > 0 (seconds to wait for all clients)", _positive)
+    task: str = setting("gaze", "a registered task name")
+    strategy: str = setting("fedavg", "a registered strategy name")
+    dataset: str = setting("synthetic", "a dataset name the task supports")
+    data_path: str = setting("", "a local path ('' for embedded data)")
+    num_clients: int = setting(15, "an integer >= 1 equal to the federation's num-supernodes", _positive)
+    num_rounds: int = setting(10, "an integer >= 1", _positive)
+    fraction_train: float = setting(1.0, "a number in (0, 1]", _fraction)
+    fraction_evaluate: float = setting(1.0, "a number in (0, 1]", _fraction)
+    local_epochs: int = setting(2, "an integer >= 1", _positive)
+    batch_size: int = setting(16, "an integer >= 1", _positive)
+    lr: float = setting(0.03, "a number > 0", _positive)
+    momentum: float = setting(0.9, "a number in [0, 1)", lambda v: 0 <= v < 1)
+    weight_decay: float = setting(0.0, "a number >= 0", _non_negative)
+    grad_clip: float = setting(1.0, "a number >= 0 (max gradient L2 norm; 0: off)", _non_negative)
+    samples_per_client: int = setting(600, "an integer >= 2", lambda v: v >= 2)
+    test_fraction: float = setting(0.2, "a number in (0, 1)", _open_fraction)
+    heterogeneity: float = setting(1.0, "a number >= 0 (0: all users alike)", _non_negative)
+    seed: int = setting(0, "an integer >= 0", _non_negative)
+    results_dir: str = setting("runs", "a directory path")
+    node_wait_s: float = setting(60.0, "a number > 0 (seconds to wait for all clients)", _positive)
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"section": True})
+
+    def section(self, name: str) -> Any:
+        """The parsed settings of section ``name`` (a KeyError if it was not parsed)."""
+        return self.sections[name]
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as Flower run-config keys (kebab-case)."""
-        return {_flower_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The config as flat Flower run-config keys (kebab-case, ``section.key``)."""
+        flat = settings_dict(self)
+        for name, values in sorted(self.sections.items()):
+            flat.update({f"{name}.{key}": value for key, value in settings_dict(values).items()})
+        return flat
 
 
 def _flower_key(field_name: str) -> str:
     return field_name.replace("_", "-")
 
 
-_FIELDS = {_flower_key(f.name): f for f in dataclasses.fields(RunConfig)}
+def _settings_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {_flower_key(f.name): f for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+
+def settings_dict(values: Any) -> dict[str, Any]:
+    """A settings dataclass instance as {flower-key: value}."""
+    return {key: getattr(values, f.name) for key, f in _settings_fields(type(values)).items()}
 
 
 def config_keys() -> list[str]:
-    """Every accepted run-config key."""
-    return list(_FIELDS)
+    """Every accepted top-level run-config key."""
+    return list(_settings_fields(RunConfig))
 
 
 def _coerce(key: str, value: Any, expected: type) -> Any:
@@ -101,23 +119,52 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
     )
 
 
-def parse_config(run_config: Mapping[str, Any]) -> RunConfig:
-    """Validate Flower's run config (missing keys take their defaults) into a :class:`RunConfig`."""
-    unknown = sorted(set(run_config) - set(_FIELDS))
+def parse_settings(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Validate ``values`` (keys without ``prefix``) into the settings dataclass ``cls``."""
+    fields = _settings_fields(cls)
+    unknown = sorted(f"{prefix}{key}" for key in set(values) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown run config key(s) {unknown}; allowed keys: {', '.join(sorted(_FIELDS))}"
-        )
-    values: dict[str, Any] = {}
-    for key, value in run_config.items():
-        spec = _FIELDS[key]
-        expected = type(spec.default)
-        value = _coerce(key, value, expected)
+        allowed = ", ".join(f"{prefix}{key}" for key in sorted(fields))
+        raise ConfigError(f"unknown run config key(s) {unknown}; allowed keys: {allowed}")
+    parsed: dict[str, Any] = {}
+    for key, value in values.items():
+        spec = fields[key]
+        value = _coerce(f"{prefix}{key}", value, type(spec.default))
         rule: Rule = spec.metadata["rule"]
         if not rule.check(value):
-            raise ConfigError(f"run config key '{key}' = {value!r} is invalid; expected {rule.allowed}")
-        values[spec.name] = value
-    return RunConfig(**values)
+            raise ConfigError(
+                f"run config key '{prefix}{key}' = {value!r} is invalid; expected {rule.allowed}"
+            )
+        parsed[spec.name] = value
+    return cls(**parsed)
+
+
+def parse_config(
+    run_config: Mapping[str, Any], sections: Mapping[str, type] | None = None, strict: bool = True
+) -> RunConfig:
+    """Validate Flower's run config (missing keys take their defaults) into a :class:`RunConfig`.
+
+    ``sections`` maps section names to their settings dataclasses; every one of them is parsed
+    (defaults where absent). Keys of other sections are errors when ``strict`` (the server, which
+    knows every section) and ignored otherwise (a client that needs only its own section).
+    """
+    known = dict(sections or {})
+    top: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {name: {} for name in known}
+    for key, value in run_config.items():
+        name, dot, rest = key.partition(".")
+        if not dot:
+            top[key] = value
+        elif name in known:
+            grouped[name][rest] = value
+        elif strict:
+            raise ConfigError(
+                f"run config key '{key}' belongs to unknown section '{name}'; "
+                f"known sections: {sorted(known)}"
+            )
+    cfg: RunConfig = parse_settings(RunConfig, top)
+    parsed = {name: parse_settings(known[name], grouped[name], f"{name}.") for name in known}
+    return dataclasses.replace(cfg, sections=parsed)
 
 
 def require_choice(key: str, value: str, choices: Iterable[str]) -> None:

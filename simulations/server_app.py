@@ -8,6 +8,7 @@ training, with a message naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import platform
+import random
 import time
 from logging import ERROR, INFO
 from typing import Any
@@ -23,10 +24,17 @@ from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.params import to_arrays
 from fedpersonal.results import RunDirectory
 from fedpersonal.tasks import Task, get_task
+import clients
+import strategies
 from simulations.loop import RoundLoop
 from strategies import build_strategy
 
 app = ServerApp()
+
+
+def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
+    """Validate every key, including every section of every server and client algorithm."""
+    return parse_config(run_config, {**strategies.CONFIG_SECTIONS, **clients.CONFIG_SECTIONS})
 
 
 def wait_for_clients(grid: Grid, cfg: RunConfig) -> int:
@@ -79,6 +87,7 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
     strategy = build_strategy(cfg)
     wait_for_clients(grid, cfg)
 
+    random.seed(cfg.seed)  # Flower's node sampling uses the random module
     torch.manual_seed(cfg.seed)
     model = task.build_model()
     run_dir = RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
@@ -98,7 +107,7 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
 def main(grid: Grid, context: Context) -> None:
     """Entry point of ``flwr run``."""
     try:
-        cfg = parse_config(context.run_config)
+        cfg = parse_run_config(dict(context.run_config))
         run(grid, cfg)
     except ConfigError as error:
         log(ERROR, "fedpersonal: configuration error: %s", error)

@@ -10,6 +10,8 @@ from fedpersonal.config import RunConfig, require_choice
 from strategies import fedavg
 
 STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {"fedavg": fedavg.build}
+# Run-config sections the server half of an algorithm reads: name -> settings dataclass.
+CONFIG_SECTIONS: dict[str, type] = {}
 
 
 def build_strategy(cfg: RunConfig) -> Strategy:
@@ -18,4 +20,4 @@ def build_strategy(cfg: RunConfig) -> Strategy:
     return STRATEGIES[cfg.strategy](cfg)
 
 
-__all__ = ["STRATEGIES", "build_strategy"]
+__all__ = ["CONFIG_SECTIONS", "STRATEGIES", "build_strategy"]

@@ -63,3 +63,27 @@ def test_unknown_strategy_and_task_name_the_choices():
         get_task("speech")
     with pytest.raises(ConfigError, match=r"'dataset' = 'mpiigaze' is unknown"):
         get_task("gaze").client_data(parse_config({"dataset": "mpiigaze"}), 0)
+
+
+def test_sections_parse_validate_and_flatten():
+    from dataclasses import dataclass
+
+    from fedpersonal.config import setting
+
+    @dataclass(frozen=True)
+    class Demo:
+        eta: float = setting(0.1, "a number > 0", lambda v: v > 0)
+        name: str = setting("adam", "a name")
+
+    cfg = parse_config({"num-rounds": 2, "demo.eta": 0.5}, {"demo": Demo})
+    assert cfg.section("demo") == Demo(eta=0.5, name="adam")
+    assert cfg.to_dict()["demo.eta"] == 0.5 and cfg.to_dict()["demo.name"] == "adam"
+    assert parse_config({}, {"demo": Demo}).section("demo") == Demo()
+    with pytest.raises(ConfigError, match=r"'demo.eta' = -1.0 is invalid; expected a number > 0"):
+        parse_config({"demo.eta": -1.0}, {"demo": Demo})
+    with pytest.raises(ConfigError, match=r"unknown run config key\(s\) \['demo.beta'\]; allowed keys: demo.eta"):
+        parse_config({"demo.beta": 1.0}, {"demo": Demo})
+    with pytest.raises(ConfigError, match=r"'other.x' belongs to unknown section 'other'"):
+        parse_config({"other.x": 1})
+    # A client parses leniently: sections it does not know were validated by the server.
+    assert parse_config({"other.x": 1}, strict=False) == RunConfig()
