@@ -13,6 +13,7 @@ from torch import nn
 
 from fedpersonal.config import ConfigError, RunConfig, parse_config
 from fedpersonal.params import load_arrays, to_arrays
+from fedpersonal.tasks import CONFIG_SECTIONS as TASK_SECTIONS
 from fedpersonal.tasks import ClientData, Task, get_task
 from fedpersonal.training import sgd_optimizer, train_epochs
 
@@ -21,7 +22,7 @@ def parse_client_config(context: Context) -> RunConfig:
     """The run config with the client-side sections (other sections were checked by the server)."""
     from clients import CONFIG_SECTIONS  # the registry imports this module
 
-    return parse_config(context.run_config, CONFIG_SECTIONS, strict=False)
+    return parse_config(context.run_config, {**TASK_SECTIONS, **CONFIG_SECTIONS}, strict=False)
 
 
 def partition_of(context: Context, cfg: RunConfig) -> int:

@@ -23,6 +23,7 @@ from fedpersonal.config import ConfigError, RunConfig, parse_config
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.params import to_arrays
 from fedpersonal.results import RunDirectory
+from fedpersonal import tasks
 from fedpersonal.tasks import Task, get_task
 import clients
 import strategies
@@ -34,7 +35,8 @@ app = ServerApp()
 
 def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
     """Validate every key, including every section of every server and client algorithm."""
-    return parse_config(run_config, {**strategies.CONFIG_SECTIONS, **clients.CONFIG_SECTIONS})
+    sections = {**tasks.CONFIG_SECTIONS, **strategies.CONFIG_SECTIONS, **clients.CONFIG_SECTIONS}
+    return parse_config(run_config, sections)
 
 
 def wait_for_clients(grid: Grid, cfg: RunConfig) -> int:

@@ -7,6 +7,8 @@ from fedpersonal.tasks.base import ClientData, Task
 from fedpersonal.tasks.gaze import GazeTask
 
 TASKS: dict[str, type[Task]] = {"gaze": GazeTask}
+# Run-config sections the tasks read (e.g. "face" -> its settings dataclass).
+CONFIG_SECTIONS: dict[str, type] = {}
 
 
 def get_task(name: str) -> Task:
@@ -15,4 +17,4 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "ClientData", "Task", "get_task"]
+__all__ = ["CONFIG_SECTIONS", "TASKS", "ClientData", "Task", "get_task"]

@@ -1,0 +1,105 @@
+"""Benchmark results in the project's format (DESIGN §8): JSON + Markdown under benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import flwr
+import numpy as np
+import torch
+
+from fedpersonal.metrics.fairness import fairness_summary
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, memory and library versions of this machine."""
+    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(pages * page_size / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "flwr": flwr.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def benchmark_row(
+    algorithm: str,
+    metric: str,
+    per_seed: Mapping[int, float],
+    better: str,
+    per_client: Mapping[int, Sequence[float]] | None = None,
+) -> dict[str, Any]:
+    """One (algorithm, metric) row: mean/std over seeds and, with per-client values, the
+    worst client and the mean of the worst 10% (each averaged over seeds)."""
+    values = np.array([per_seed[seed] for seed in sorted(per_seed)], dtype=float)
+    row: dict[str, Any] = {
+        "algorithm": algorithm,
+        "metric": metric,
+        "better": better,
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "seeds": sorted(per_seed),
+        "per_seed": {str(seed): float(per_seed[seed]) for seed in sorted(per_seed)},
+    }
+    if per_client:
+        summaries = [fairness_summary(per_client[seed], better) for seed in sorted(per_client)]
+        row["worst_client"] = float(np.mean([s["worst"] for s in summaries]))
+        row["worst10_mean"] = float(np.mean([s["worst10_mean"] for s in summaries]))
+    return row
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table: algorithm, metric, mean ± std over seeds, worst client, worst 10%."""
+    lines = [
+        "| algorithm | metric | mean ± std | worst client | worst 10% | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        arrow = "↓" if row["better"] == "lower" else "↑"
+        worst = f"{row['worst_client']:.3f}" if "worst_client" in row else "-"
+        worst10 = f"{row['worst10_mean']:.3f}" if "worst10_mean" in row else "-"
+        lines.append(
+            f"| {row['algorithm']} | {row['metric']} {arrow} | {row['mean']:.3f} ± {row['std']:.3f} "
+            f"| {worst} | {worst10} | {len(row['seeds'])} |"
+        )
+    return "\n".join(lines)
+
+
+def write_benchmark(
+    name: str,
+    command: str,
+    config: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    notes: str = "",
+    results_dir: Path = RESULTS_DIR,
+) -> Path:
+    """Write ``<name>.json`` and ``<name>.md``; returns the JSON path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "name": name,
+        "command": command,
+        "machine": machine_info(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": dict(config),
+        "rows": list(rows),
+        "notes": notes,
+    }
+    target = results_dir / f"{name}.json"
+    target.write_text(json.dumps(payload, indent=2) + "\n")
+    machine = payload["machine"]
+    (results_dir / f"{name}.md").write_text(
+        f"# {name}\n\n`{command}`\n\n{markdown_table(rows)}\n\n"
+        f"Machine: {machine['cores']} cores, {machine['ram_gib']} GiB, torch {machine['torch']}, "
+        f"flwr {machine['flwr']}; created {payload['created']}.\n\n{notes}\n"
+    )
+    return target
