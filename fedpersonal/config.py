@@ -75,6 +75,9 @@ class RunConfig:
     seed: int = setting(0, "an integer >= 0", _non_negative)
     results_dir: str = setting("runs", "a directory path")
     node_wait_s: float = setting(60.0, "a number > 0 (seconds to wait for all clients)", _positive)
+    round_timeout_s: float = setting(3600.0, "a number > 0 (seconds a round waits for replies)", _positive)
+    min_train_replies: int = setting(1, "an integer >= 1 (fewer good replies: the round keeps the old model)", _positive)
+    resume: str = setting("", "'' (a new run) or the path of a run directory to continue")
     sections: dict[str, Any] = field(default_factory=dict, metadata={"section": True})
 
     def section(self, name: str) -> Any:

@@ -59,6 +59,13 @@ class RunDirectory:
             return []
         return [json.loads(line) for line in target.read_text().splitlines() if line.strip()]
 
+    def drop_rows_after(self, filename: str, last_round: int) -> None:
+        """Remove the rows of rounds after ``last_round`` (rewritten atomically), for a resume."""
+        kept = [row for row in self.read_rows(filename) if row["round"] <= last_round]
+        temp = self.path / f"{filename}.tmp"
+        temp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
+        temp.replace(self.path / filename)
+
     def read_json(self, filename: str) -> dict[str, Any]:
         """One JSON document."""
         return json.loads((self.path / filename).read_text())

@@ -100,8 +100,14 @@ class InProcessGrid(Grid):
         return reply
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        """Deliver every message and return the replies (``timeout`` is not enforced)."""
-        return [self._deliver(message) for message in messages]
+        """Deliver every message; return the replies of calls that took at most ``timeout`` seconds
+        (a late reply is discarded, as Flower's grid stops waiting for it)."""
+        replies = []
+        for message in messages:
+            reply = self._deliver(message)
+            if timeout is None or self.call_seconds[-1] <= timeout:
+                replies.append(reply)
+        return replies
 
 
 def run_inprocess(

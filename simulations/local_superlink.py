@@ -7,6 +7,8 @@ lives in its own FLWR_HOME, on free ports, with the offline environment, and is 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -23,6 +25,49 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of every process below ``pid`` (read from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _terminate(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM ``pid``, then SIGKILL if it is still there after ``grace_s``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -95,15 +140,19 @@ class PrivateSuperLink:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
 
     def stop(self) -> None:
-        """Terminate the SuperLink (its children follow it) and wait for it."""
+        """Terminate the SuperLink and every process it started (a run still in progress
+        included), by pid, and wait for them."""
         if self.process is None or self.process.poll() is not None:
             return
+        children = descendants(self.process.pid)
         self.process.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=30)
+        for pid in children:
+            _terminate(pid)
 
     def __enter__(self) -> PrivateSuperLink:
         return self.start()

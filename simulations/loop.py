@@ -1,14 +1,18 @@
 """The round loop: round-0 evaluation, then train/aggregate/evaluate per round, logged as it goes.
 
-It drives any Flower Strategy through its four hooks (configure/aggregate train/evaluate) and
-records every client reply, so a run directory holds per-client metrics next to the aggregates.
+It drives any Flower Strategy through its four hooks (configure/aggregate train/evaluate),
+records every client reply (so a run directory holds per-client metrics next to the aggregates),
+tolerates failed and late clients (a round aggregates the replies that came in time, if at least
+``min_train_replies`` did; otherwise it keeps the previous model), and writes a checkpoint after
+every round.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from logging import INFO
+from dataclasses import dataclass
+from logging import INFO, WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -16,12 +20,13 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedpersonal.checkpoint import save_checkpoint
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.results import RunDirectory
 
 
 def client_rows(server_round: int, phase: str, replies: Iterable[Message]) -> list[dict[str, Any]]:
-    """One row per reply: its metrics, or its error."""
+    """One row per reply: its metrics and info (e.g. the Ray node), or its error."""
     rows = []
     for msg in replies:
         row: dict[str, Any] = {"round": server_round, "phase": phase, "node-id": msg.metadata.src_node_id}
@@ -29,57 +34,94 @@ def client_rows(server_round: int, phase: str, replies: Iterable[Message]) -> li
             row["error"] = msg.error.reason
         else:
             row.update(dict(msg.content.metric_records["metrics"]))
+            if "info" in msg.content.config_records:
+                row.update(dict(msg.content.config_records["info"]))
         rows.append(row)
     return rows
 
 
+def strategy_state(strategy: Strategy) -> dict[str, Any]:
+    """The strategy's own state (e.g. server-optimizer moments), if it keeps any."""
+    state_dict = getattr(strategy, "state_dict", None)
+    return state_dict() if callable(state_dict) else {}
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop talks to clients and what it measures."""
+
+    metric: str
+    better: str
+    round_timeout_s: float = 3600.0
+    min_train_replies: int = 1
+    resume_round: int = 0
+
+
 class RoundLoop:
-    """Runs ``num_rounds`` rounds of ``strategy`` and writes them to ``run_dir``."""
+    """Runs rounds of ``strategy`` on ``grid`` and writes them to ``run_dir``."""
 
-    def __init__(
-        self, strategy: Strategy, grid: Grid, run_dir: RunDirectory, metric: str, better: str, timeout: float = 3600.0
-    ) -> None:
-        self.strategy, self.grid, self.run_dir = strategy, grid, run_dir
-        self.metric, self.better, self.timeout = metric, better, timeout
+    def __init__(self, strategy: Strategy, grid: Grid, run_dir: RunDirectory, settings: LoopSettings) -> None:
+        self.strategy, self.grid, self.run_dir, self.settings = strategy, grid, run_dir, settings
 
-    def _exchange(self, messages: Iterable[Message]) -> list[Message]:
-        return list(self.grid.send_and_receive(messages=messages, timeout=self.timeout))
+    def _config(self) -> ConfigRecord:
+        return ConfigRecord({"run-dir": str(self.run_dir.path), "resume-round": self.settings.resume_round})
+
+    def _exchange(self, messages: Iterable[Message]) -> tuple[list[Message], int]:
+        """Replies that arrived within the round timeout, and how many did not."""
+        sent = list(messages)
+        replies = list(self.grid.send_and_receive(messages=sent, timeout=self.settings.round_timeout_s))
+        return replies, len(sent) - len(replies)
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Federated evaluation of ``arrays``: aggregated metrics and per-client rows."""
-        replies = self._exchange(self.strategy.configure_evaluate(server_round, arrays, ConfigRecord(), self.grid))
+        messages = self.strategy.configure_evaluate(server_round, arrays, self._config(), self.grid)
+        replies, missing = self._exchange(messages)
         rows = client_rows(server_round, "evaluate", replies)
-        aggregated = self.strategy.aggregate_evaluate(server_round, replies)
+        valid = [msg for msg in replies if not msg.has_error()]
+        aggregated = self.strategy.aggregate_evaluate(server_round, replies) if valid else None
         summary: dict[str, Any] = {f"global-{k}": v for k, v in dict(aggregated or {}).items()}
-        values = [row[self.metric] for row in rows if self.metric in row]
+        summary["evaluate-timeouts"] = missing
+        values = [row[self.settings.metric] for row in rows if self.settings.metric in row]
         if values:
-            fairness = fairness_summary(values, self.better)
-            summary[f"worst-client-{self.metric}"] = fairness["worst"]
-            summary[f"worst10-{self.metric}"] = fairness["worst10_mean"]
+            fairness = fairness_summary(values, self.settings.better)
+            summary[f"worst-client-{self.settings.metric}"] = fairness["worst"]
+            summary[f"worst10-{self.settings.metric}"] = fairness["worst10_mean"]
         return summary, rows
 
     def train(self, server_round: int, arrays: ArrayRecord) -> tuple[ArrayRecord, dict[str, Any], list[dict[str, Any]]]:
-        """One training round: new global arrays, aggregated train metrics, per-client rows."""
-        replies = self._exchange(self.strategy.configure_train(server_round, arrays, ConfigRecord(), self.grid))
+        """One training round: new global arrays, aggregated train metrics, per-client rows.
+
+        With fewer than ``min_train_replies`` good replies the round keeps ``arrays``.
+        """
+        messages = self.strategy.configure_train(server_round, arrays, self._config(), self.grid)
+        replies, missing = self._exchange(messages)
         rows = client_rows(server_round, "train", replies)
+        failures = sum(1 for row in rows if "error" in row)
+        summary: dict[str, Any] = {"failures": failures, "timeouts": missing, "skipped": False}
+        if len(replies) - failures < self.settings.min_train_replies:
+            log(WARNING, "round %d: %d good replies < min-train-replies=%d; keeping the previous model",
+                server_round, len(replies) - failures, self.settings.min_train_replies)
+            summary["skipped"] = True
+            return arrays, summary, rows
         new_arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if new_arrays is None:
-            errors = [row.get("error", "") for row in rows]
-            raise RuntimeError(f"round {server_round}: no client returned a model (errors: {errors})")
-        summary = {k: v for k, v in dict(metrics or {}).items()}
-        summary["failures"] = sum(1 for row in rows if "error" in row)
+            summary["skipped"] = True
+            return arrays, summary, rows
+        summary.update(dict(metrics or {}))
         return new_arrays, summary, rows
 
-    def run(self, initial: ArrayRecord, num_rounds: int) -> ArrayRecord:
-        """Round 0 evaluates ``initial``; rounds 1..num_rounds train then evaluate."""
+    def run(self, arrays: ArrayRecord, num_rounds: int, first_round: int = 1) -> ArrayRecord:
+        """Round 0 evaluates ``arrays`` (fresh runs only); rounds first_round..num_rounds train then
+        evaluate, each followed by a checkpoint."""
         start = time.monotonic()
-        evaluation, rows = self.evaluate(0, initial)
-        self._record(0, start, {}, evaluation, rows, num_rounds)
-        arrays = initial
-        for server_round in range(1, num_rounds + 1):
+        if first_round == 1:
+            evaluation, rows = self.evaluate(0, arrays)
+            self._record(0, start, {}, evaluation, rows, num_rounds)
+        for server_round in range(first_round, num_rounds + 1):
             arrays, train_summary, train_rows = self.train(server_round, arrays)
             evaluation, eval_rows = self.evaluate(server_round, arrays)
             self._record(server_round, start, train_summary, evaluation, train_rows + eval_rows, num_rounds)
+            save_checkpoint(self.run_dir.path, server_round, arrays.to_torch_state_dict(), strategy_state(self.strategy))
         return arrays
 
     def _record(
@@ -95,11 +137,11 @@ class RoundLoop:
         row = {"round": server_round, "time-s": round(elapsed, 3), **train, **evaluation}
         self.run_dir.append_rows("clients.jsonl", rows)
         self.run_dir.append_rows("rounds.jsonl", [row])
-        log(INFO, progress_line(row, num_rounds, self.metric))
+        log(INFO, progress_line(row, num_rounds, self.settings.metric))
 
 
 def progress_line(row: dict[str, Any], num_rounds: int, metric: str) -> str:
-    """``round 3/10 | 12.3 s | train loss 0.0123 | global angular-error 7.85 (worst 11.20)``."""
+    """``round 3/10 | 12.3 s | train loss 0.0123 | global angular-error 7.85 (worst client 11.20)``."""
     loss = row.get("train-loss")
     parts = [
         f"round {row['round']}/{num_rounds}",
@@ -110,4 +152,7 @@ def progress_line(row: dict[str, Any], num_rounds: int, metric: str) -> str:
     if value is not None:
         worst = row.get(f"worst-client-{metric}")
         parts.append(f"global {metric} {value:.3f}" + (f" (worst client {worst:.3f})" if worst is not None else ""))
+    dropped = row.get("failures", 0) + row.get("timeouts", 0)
+    if dropped:
+        parts.append(f"{dropped} client(s) dropped" + (", round skipped" if row.get("skipped") else ""))
     return " | ".join(parts)

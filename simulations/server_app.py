@@ -11,14 +11,17 @@ import platform
 import random
 import time
 from logging import ERROR, INFO
+from pathlib import Path
 from typing import Any
 
 import flwr
 import torch
-from flwr.app import Context
+from flwr.app import ArrayRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
+from fedpersonal.checkpoint import load_checkpoint, restore_rng_states
 from fedpersonal.config import ConfigError, RunConfig, parse_config
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.params import to_arrays
@@ -27,7 +30,7 @@ from fedpersonal import tasks
 from fedpersonal.tasks import Task, get_task
 import clients
 import strategies
-from simulations.loop import RoundLoop
+from simulations.loop import LoopSettings, RoundLoop
 from strategies import build_strategy
 
 app = ServerApp()
@@ -83,21 +86,62 @@ def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
     }
 
 
-def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
-    """Run a validated config on ``grid``; returns its run directory."""
-    task = get_task(cfg.task)
-    strategy = build_strategy(cfg)
-    wait_for_clients(grid, cfg)
+# Keys that may change when a run is resumed; any other difference is an error.
+RESUMABLE_CHANGES = {"resume", "num-rounds", "node-wait-s", "round-timeout-s", "min-train-replies"}
 
+
+def start_fresh(cfg: RunConfig, task: Task) -> tuple[RunDirectory, ArrayRecord]:
+    """A new run directory and the seeded initial model."""
     random.seed(cfg.seed)  # Flower's node sampling uses the random module
     torch.manual_seed(cfg.seed)
     model = task.build_model()
     run_dir = RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
     run_dir.write_json("config.json", run_facts(cfg, task))
-    log(INFO, "fedpersonal: %s/%s, %d clients, %d rounds -> %s", cfg.task, cfg.strategy, cfg.num_clients, cfg.num_rounds, run_dir.path)
+    return run_dir, to_arrays(model)
 
-    loop = RoundLoop(strategy, grid, run_dir, task.metric, task.better)
-    final = loop.run(to_arrays(model), cfg.num_rounds)
+
+def resume_from(cfg: RunConfig, strategy: Strategy) -> tuple[RunDirectory, ArrayRecord, int]:
+    """The run directory named by ``resume``, its last checkpoint's model, and that round.
+
+    Restores the strategy's state and the RNG states, and drops rows written after the
+    checkpoint (a round that crashed half-way is run again).
+    """
+    run_dir = RunDirectory(Path(cfg.resume).expanduser())
+    if not (run_dir.path / "config.json").is_file():
+        raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: no run directory with a config.json there")
+    saved = run_dir.read_json("config.json")["config"]
+    current = cfg.to_dict()
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(
+            f"run config key 'resume' = {cfg.resume!r}: the run was started with different values for {changed}; "
+            f"expected the same config (only {sorted(RESUMABLE_CHANGES)} may change)"
+        )
+    checkpoint = load_checkpoint(run_dir.path)
+    done = int(checkpoint["round"])
+    load_strategy_state = getattr(strategy, "load_state_dict", None)
+    if callable(load_strategy_state):
+        load_strategy_state(checkpoint["strategy"])
+    restore_rng_states(checkpoint["rng"])
+    for filename in ("rounds.jsonl", "clients.jsonl"):
+        run_dir.drop_rows_after(filename, done)
+    return run_dir, ArrayRecord(checkpoint["model"]), done
+
+
+def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
+    """Run (or resume) a validated config on ``grid``; returns its run directory."""
+    task = get_task(cfg.task)
+    strategy = build_strategy(cfg)
+    wait_for_clients(grid, cfg)
+
+    if cfg.resume:
+        run_dir, arrays, done = resume_from(cfg, strategy)
+    else:
+        (run_dir, arrays), done = start_fresh(cfg, task), 0
+    log(INFO, "fedpersonal: %s/%s, %d clients, rounds %d..%d -> %s", cfg.task, cfg.strategy, cfg.num_clients, done + 1, cfg.num_rounds, run_dir.path)
+
+    settings = LoopSettings(task.metric, task.better, cfg.round_timeout_s, cfg.min_train_replies, resume_round=done)
+    final = RoundLoop(strategy, grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
     run_dir.save_model(final.to_torch_state_dict())
     summary = final_summary(run_dir, task)
     run_dir.write_json("summary.json", summary)

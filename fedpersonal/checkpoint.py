@@ -1,0 +1,94 @@
+"""Checkpoints of a run: server side (one file per run) and client personal state (per client).
+
+``<run-dir>/checkpoint.pt`` is rewritten atomically after every round with the round number, the
+global model, the strategy's state (e.g. server-optimizer moments) and the RNG states.
+``<run-dir>/client-state/<partition>.r<round>.bin`` holds a client's ``context.state`` (Flower's
+protobuf serialisation of a RecordDict) after that round; the newest two are kept, because a
+client may save round r+1 before the server's checkpoint of round r+1 is written.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import RecordDict
+from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
+from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
+
+CHECKPOINT = "checkpoint.pt"
+CLIENT_STATE_DIR = "client-state"
+_STATE_FILE = re.compile(r"^(?P<partition>\d+)\.r(?P<round>\d+)\.bin$")
+
+
+def _atomic_write(target: Path, payload: bytes) -> None:
+    temp = target.with_name(target.name + ".tmp")
+    temp.write_bytes(payload)
+    temp.replace(target)
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's global generators."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` captured."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def save_checkpoint(run_dir: Path, server_round: int, model_state: dict[str, torch.Tensor], strategy_state: dict[str, Any]) -> None:
+    """Write ``checkpoint.pt`` (replacing the previous one atomically)."""
+    target = Path(run_dir) / CHECKPOINT
+    temp = target.with_name(target.name + ".tmp")
+    torch.save(
+        {"round": server_round, "model": model_state, "strategy": strategy_state, "rng": rng_states()}, temp
+    )
+    temp.replace(target)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read ``checkpoint.pt``; a FileNotFoundError names the missing file."""
+    target = Path(run_dir) / CHECKPOINT
+    if not target.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {target} does not exist")
+    return torch.load(target, weights_only=False)
+
+
+def save_client_state(run_dir: Path, partition_id: int, server_round: int, state: RecordDict) -> None:
+    """Persist one client's state after ``server_round``; keep its newest two files."""
+    folder = Path(run_dir) / CLIENT_STATE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / f"{partition_id}.r{server_round}.bin", recorddict_to_proto(state).SerializeToString())
+    for _, old in _state_files(folder, partition_id)[:-2]:
+        old.unlink(missing_ok=True)
+
+
+def load_client_state(run_dir: Path, partition_id: int, up_to_round: int) -> RecordDict | None:
+    """The client's newest saved state from a round <= ``up_to_round`` (None if there is none)."""
+    candidates = [
+        path for saved_round, path in _state_files(Path(run_dir) / CLIENT_STATE_DIR, partition_id)
+        if saved_round <= up_to_round
+    ]
+    if not candidates:
+        return None
+    proto = ProtoRecordDict()
+    proto.ParseFromString(candidates[-1].read_bytes())
+    return recorddict_from_proto(proto)
+
+
+def _state_files(folder: Path, partition_id: int) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _STATE_FILE.match(path.name)
+        if match and int(match["partition"]) == partition_id:
+            found.append((int(match["round"]), path))
+    return sorted(found)
