@@ -1,0 +1,227 @@
+"""Server optimizers of the FedOpt family and their run-config sections.
+
+The server treats the pseudo-gradient ``g_t = x_t - avg_t`` (minus the example-weighted mean
+client update ``Delta_t``) as the gradient of the global weights and takes one optimizer step per
+round (Reddi et al., "Adaptive Federated Optimization", ICLR 2021):
+
+* ``fedavgm``: torch SGD with momentum, ``v = beta v + g``, ``x = x - eta v`` (Hsu et al., 2019);
+* ``fedadam`` / ``fedyogi`` / ``fedadagrad``: :class:`ReddiAdaptive`, Reddi's Algorithm 2;
+* ``fedopt``: any ``torch.optim`` optimizer by name, with its keyword arguments as JSON.
+
+Each name has a run-config section of the same name (``fedadam.server-lr``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fedpersonal.config import ConfigError, setting, settings_dict
+
+OptimizerFactory = Callable[[Iterable[torch.Tensor], Any], torch.optim.Optimizer]
+
+
+def _second_moment_adam(v: torch.Tensor, sq: torch.Tensor, beta2: float) -> None:
+    v.mul_(beta2).add_(sq, alpha=1 - beta2)
+
+
+def _second_moment_yogi(v: torch.Tensor, sq: torch.Tensor, beta2: float) -> None:
+    v.sub_((1 - beta2) * sq * torch.sign(v - sq))
+
+
+def _second_moment_adagrad(v: torch.Tensor, sq: torch.Tensor, _beta2: float) -> None:
+    v.add_(sq)
+
+
+SECOND_MOMENT_RULES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], None]] = {
+    "adam": _second_moment_adam,
+    "yogi": _second_moment_yogi,
+    "adagrad": _second_moment_adagrad,
+}
+
+
+class ReddiAdaptive(torch.optim.Optimizer):
+    """FedAdam / FedYogi / FedAdagrad server step, exactly Reddi et al.'s Algorithm 2.
+
+    With ``Delta = -grad``: ``m = beta1 m + (1 - beta1) Delta``; ``v`` by ``rule``
+    (adam: ``beta2 v + (1 - beta2) Delta^2``; yogi: ``v - (1 - beta2) Delta^2 sign(v - Delta^2)``;
+    adagrad: ``v + Delta^2``); ``x = x + eta_t m / (sqrt(v) + tau)`` with ``eta_t = eta``, or
+    ``eta sqrt(1 - beta2^t) / (1 - beta1^t)`` at step ``t`` when ``bias_correction``.
+    ``m`` starts at 0 and ``v`` at ``initial_v`` (Reddi: ``v_-1 >= tau^2``; Flower: 0).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        rule: str,
+        lr: float,
+        beta1: float,
+        beta2: float = 0.0,
+        tau: float = 1e-3,
+        initial_v: float = 0.0,
+        bias_correction: bool = False,
+    ) -> None:
+        if rule not in SECOND_MOMENT_RULES:
+            raise ValueError(f"unknown second-moment rule {rule!r}; choose one of {sorted(SECOND_MOMENT_RULES)}")
+        defaults = {"rule": rule, "lr": lr, "beta1": beta1, "beta2": beta2, "tau": tau,
+                    "initial_v": initial_v, "bias_correction": bias_correction}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        """One server step on every parameter that has a gradient (the pseudo-gradient)."""
+        for group in self.param_groups:
+            beta1, beta2 = group["beta1"], group["beta2"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                delta = -param.grad
+                state = self.state[param]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(param), v=torch.full_like(param, group["initial_v"]))
+                state["step"] += 1
+                state["m"].mul_(beta1).add_(delta, alpha=1 - beta1)
+                SECOND_MOMENT_RULES[group["rule"]](state["v"], delta * delta, beta2)
+                lr = group["lr"]
+                if group["bias_correction"]:
+                    t = state["step"]
+                    lr = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+                param.addcdiv_(state["m"], state["v"].sqrt().add_(group["tau"]), value=lr)
+
+
+# --- run-config sections -------------------------------------------------------------------
+
+
+def _server_lr(default: float) -> Any:
+    return setting(default, "a number > 0 (server learning rate eta)", lambda v: v > 0)
+
+
+def _decay(default: float, what: str) -> Any:
+    return setting(default, f"a number in [0, 1) ({what})", lambda v: 0 <= v < 1)
+
+
+def _tau() -> Any:
+    return setting(1e-3, "a number > 0 (adaptivity tau, added to sqrt(v))", lambda v: v > 0)
+
+
+def _initial_v() -> Any:
+    return setting(0.0, "a number >= 0 (initial second moment; Reddi et al. take >= tau^2)", lambda v: v >= 0)
+
+
+def _torch_optimizer(name: str) -> bool:
+    candidate = getattr(torch.optim, name, None)
+    return isinstance(candidate, type) and issubclass(candidate, torch.optim.Optimizer) and name != "Optimizer"
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+@dataclass(frozen=True)
+class FedAvgMSettings:
+    """``[fedavgm]``: server SGD with momentum on the pseudo-gradient."""
+
+    server_lr: float = _server_lr(1.0)
+    momentum: float = _decay(0.9, "server momentum beta")
+    nesterov: bool = setting(False, "true or false (Nesterov momentum; needs momentum > 0)")
+
+
+@dataclass(frozen=True)
+class FedAdamSettings:
+    """``[fedadam]``: Reddi's FedAdam; ``bias-correction`` scales eta as Adam does."""
+
+    server_lr: float = _server_lr(0.01)
+    beta1: float = _decay(0.9, "first-moment decay beta1")
+    beta2: float = _decay(0.99, "second-moment decay beta2")
+    tau: float = _tau()
+    initial_v: float = _initial_v()
+    bias_correction: bool = setting(False, "true or false (eta * sqrt(1 - beta2^t) / (1 - beta1^t))")
+
+
+@dataclass(frozen=True)
+class FedYogiSettings:
+    """``[fedyogi]``: Reddi's FedYogi."""
+
+    server_lr: float = _server_lr(0.01)
+    beta1: float = _decay(0.9, "first-moment decay beta1")
+    beta2: float = _decay(0.99, "second-moment decay beta2")
+    tau: float = _tau()
+    initial_v: float = _initial_v()
+
+
+@dataclass(frozen=True)
+class FedAdagradSettings:
+    """``[fedadagrad]``: Reddi's FedAdagrad (``beta1 = 0``: no momentum, as Flower and Keras)."""
+
+    server_lr: float = _server_lr(0.01)
+    beta1: float = _decay(0.0, "first-moment decay beta1")
+    tau: float = _tau()
+    initial_v: float = _initial_v()
+
+
+@dataclass(frozen=True)
+class TorchOptimSettings:
+    """``[fedopt]``: any ``torch.optim`` optimizer over the global weights."""
+
+    optimizer: str = setting("SGD", "the name of a torch.optim optimizer (SGD, Adam, RMSprop, ...)", _torch_optimizer)
+    server_lr: float = _server_lr(1.0)
+    options: str = setting(
+        '{"momentum": 0.9, "nesterov": true}',
+        "a JSON object of the optimizer's other keyword arguments",
+        _json_object,
+    )
+
+
+def _fedavgm(params: Iterable[torch.Tensor], s: FedAvgMSettings) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=s.server_lr, momentum=s.momentum, nesterov=s.nesterov)
+
+
+def _fedadam(params: Iterable[torch.Tensor], s: FedAdamSettings) -> torch.optim.Optimizer:
+    return ReddiAdaptive(params, "adam", s.server_lr, s.beta1, s.beta2, s.tau, s.initial_v, s.bias_correction)
+
+
+def _fedyogi(params: Iterable[torch.Tensor], s: FedYogiSettings) -> torch.optim.Optimizer:
+    return ReddiAdaptive(params, "yogi", s.server_lr, s.beta1, s.beta2, s.tau, s.initial_v)
+
+
+def _fedadagrad(params: Iterable[torch.Tensor], s: FedAdagradSettings) -> torch.optim.Optimizer:
+    return ReddiAdaptive(params, "adagrad", s.server_lr, s.beta1, tau=s.tau, initial_v=s.initial_v)
+
+
+def _torch_optim(params: Iterable[torch.Tensor], s: TorchOptimSettings) -> torch.optim.Optimizer:
+    return getattr(torch.optim, s.optimizer)(params, lr=s.server_lr, **json.loads(s.options))
+
+
+# name -> (its run-config section, the optimizer factory given that section's settings)
+SERVER_OPTIMIZERS: dict[str, tuple[type, OptimizerFactory]] = {
+    "fedavgm": (FedAvgMSettings, _fedavgm),
+    "fedadam": (FedAdamSettings, _fedadam),
+    "fedyogi": (FedYogiSettings, _fedyogi),
+    "fedadagrad": (FedAdagradSettings, _fedadagrad),
+    "fedopt": (TorchOptimSettings, _torch_optim),
+}
+
+
+def optimizer_factory(name: str, settings: Any) -> Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]:
+    """The optimizer factory of ``name`` bound to ``settings``, tried once on a dummy tensor so
+    that settings the optimizer rejects fail now, as a ConfigError naming the section."""
+    _, factory = SERVER_OPTIMIZERS[name]
+
+    def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        return factory(params, settings)
+
+    try:
+        make([torch.zeros(1)])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"run config section '{name}' {settings_dict(settings)} is rejected by the optimizer: {error}"
+        ) from error
+    return make

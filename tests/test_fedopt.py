@@ -1,0 +1,241 @@
+"""Pseudo-gradient server optimizers: Reddi et al.'s equations, Flower's built-ins, state, errors."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import strategy as flower
+
+import clients
+import strategies
+from clients.fedopt import FEDOPT_NAMES
+from fedpersonal.config import ConfigError
+from simulations.inprocess import InProcessGrid, run_inprocess
+from simulations.server_app import parse_run_config
+from strategies import build_strategy
+from strategies.server_optimizers import SERVER_OPTIMIZERS
+
+X0 = [1.0, -2.0, 0.5]
+# Two rounds of hand-made client models as offsets from the global x_t: (offset, num-examples).
+UPDATES = [
+    [([0.4, -0.2, 0.0], 1), ([0.0, 0.2, -0.8], 3)],  # Delta_1 = [0.1, 0.1, -0.6]
+    [([-0.2, 0.6, 0.4], 2), ([0.2, 0.2, 0.0], 2)],  # Delta_2 = [0.0, 0.4, 0.2]
+]
+
+
+@pytest.fixture()
+def grid():
+    """Two nodes to sample (the in-process grid also sets Flower's task identity for Messages)."""
+    return InProcessGrid(client_app=None, run_config={}, num_nodes=2)
+
+
+def train_reply(arrays: dict[str, torch.Tensor], num_examples: int) -> Message:
+    content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": num_examples})})
+    return Message(content, dst_node_id=100, message_type=MessageType.TRAIN)
+
+
+def run_rounds(strategy, grid, rounds=UPDATES, first_round: int = 1, extra=None) -> list[np.ndarray]:
+    """Feed the hand-made updates to ``strategy``; the global ``w`` after each round."""
+    x = {"w": torch.tensor(X0), **(extra or {})}
+    history = []
+    for server_round, replies in enumerate(rounds, start=first_round):
+        strategy.configure_train(server_round, ArrayRecord(x), ConfigRecord(), grid)
+        messages = [train_reply({**x, "w": x["w"] + torch.tensor(offset)}, n) for offset, n in replies]
+        new, _ = strategy.aggregate_train(server_round, messages)
+        x = new.to_torch_state_dict()
+        history.append(x["w"].numpy().copy())
+    return history
+
+
+def ours(name: str, **section) -> strategies.fedopt.PseudoGradientFedAvg:
+    keys = {f"{name}.{key}": value for key, value in section.items()}
+    return build_strategy(parse_run_config({"strategy": name, "num-clients": 2, **keys}))
+
+
+def deltas() -> list[list[float]]:
+    """Delta_t = sum n_i (x_i - x_t) / sum n_i, per round, by hand."""
+    return [[0.1, 0.1, -0.6], [0.0, 0.4, 0.2]]
+
+
+def reddi(rule: str, eta: float, beta1: float, beta2: float, tau: float, bias_correction: bool = False):
+    """Reddi et al.'s Algorithm 2, one coordinate at a time in plain floats."""
+    x, m, v, history = list(X0), [0.0] * 3, [0.0] * 3, []
+    for t, delta in enumerate(deltas(), start=1):
+        for i, d in enumerate(delta):
+            m[i] = beta1 * m[i] + (1 - beta1) * d
+            if rule == "adam":
+                v[i] = beta2 * v[i] + (1 - beta2) * d * d
+            elif rule == "yogi":
+                v[i] = v[i] - (1 - beta2) * d * d * math.copysign(1.0, v[i] - d * d) if v[i] != d * d else v[i]
+            else:
+                v[i] = v[i] + d * d
+            lr = eta * math.sqrt(1 - beta2**t) / (1 - beta1**t) if bias_correction else eta
+            x[i] = x[i] + lr * m[i] / (math.sqrt(v[i]) + tau)
+        history.append(list(x))
+    return history
+
+
+def heavy_ball(eta: float, beta: float, nesterov: bool = False):
+    """FedAvgM: v = beta v + (x_t - avg); x = x - eta v (Nesterov: x - eta (g + beta v))."""
+    x, v, history = list(X0), [0.0] * 3, []
+    for delta in deltas():
+        for i, d in enumerate(delta):
+            g = -d
+            v[i] = beta * v[i] + g
+            x[i] -= eta * (g + beta * v[i] if nesterov else v[i])
+        history.append(list(x))
+    return history
+
+
+CASES = {
+    "fedadam": ({"server-lr": 0.1}, reddi("adam", 0.1, 0.9, 0.99, 1e-3)),
+    "fedadam-bias-corrected": (
+        {"server-lr": 0.1, "bias-correction": True}, reddi("adam", 0.1, 0.9, 0.99, 1e-3, bias_correction=True)
+    ),
+    "fedyogi": ({"server-lr": 0.1, "beta2": 0.9, "tau": 0.01}, reddi("yogi", 0.1, 0.9, 0.9, 0.01)),
+    "fedadagrad": ({"server-lr": 0.1}, reddi("adagrad", 0.1, 0.0, 0.0, 1e-3)),
+    "fedadagrad-momentum": ({"server-lr": 0.1, "beta1": 0.5}, reddi("adagrad", 0.1, 0.5, 0.0, 1e-3)),
+    "fedavgm": ({"server-lr": 0.5, "momentum": 0.9}, heavy_ball(0.5, 0.9)),
+    "fedavgm-nesterov": ({"server-lr": 0.5, "momentum": 0.9, "nesterov": True}, heavy_ball(0.5, 0.9, True)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_rounds_follow_the_equations(case, grid):
+    section, expected = CASES[case]
+    got = run_rounds(ours(case.split("-")[0], **section), grid)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_first_fedadam_step_by_hand(grid):
+    # Delta_1 = 0.1: m = 0.01, v = 0.01 * 0.01, x = 1 + 0.1 * 0.01 / (0.01 + 0.001) = 1.0909091
+    (first, _) = run_rounds(ours("fedadam", **{"server-lr": 0.1}), grid)
+    assert first[0] == pytest.approx(1.0 + 0.1 / 1.1, rel=1e-6)
+
+
+FLOWER = {
+    # name, our section, Flower's strategy, round offset given to Flower
+    "fedadam": ({"server-lr": 0.1, "bias-correction": True}, lambda: flower.FedAdam(eta=0.1, min_available_nodes=2), -1),
+    "fedyogi": ({"server-lr": 0.1}, lambda: flower.FedYogi(eta=0.1, min_available_nodes=2), 0),
+    "fedadagrad": ({"server-lr": 0.1}, lambda: flower.FedAdagrad(eta=0.1, min_available_nodes=2), 0),
+    "fedavgm": (
+        {"server-lr": 0.5, "momentum": 0.9},
+        lambda: flower.FedAvgM(server_learning_rate=0.5, server_momentum=0.9, min_available_nodes=2),
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOWER))
+def test_equal_to_flowers_builtin_on_the_same_replies(name, grid):
+    """Flower 1.42's FedAdam bias-corrects with t = server_round + 1: our step t is its round t - 1."""
+    section, make_flower, offset = FLOWER[name]
+    np.testing.assert_allclose(
+        run_rounds(ours(name, **section), grid),
+        run_rounds(make_flower(), grid, first_round=1 + offset),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_fedadam_without_bias_correction_differs_from_flower_by_its_eta_scale(grid):
+    plain = np.array(run_rounds(ours("fedadam", **{"server-lr": 0.1}), grid)[0]) - X0
+    corrected = np.array(run_rounds(flower.FedAdam(eta=0.1, min_available_nodes=2), grid, first_round=0)[0]) - X0
+    np.testing.assert_allclose(corrected, plain * math.sqrt(1 - 0.99) / (1 - 0.9), rtol=1e-5)
+
+
+def test_integer_buffers_are_averaged_never_optimized(grid):
+    strategy = ours("fedadam", **{"server-lr": 0.1})
+    counts = {"bn.num_batches_tracked": torch.tensor(10)}
+    # Replies carry x_t's counter + 5 and + 8 (weights 1 and 3): 10 + 7.25, rounded to 17.
+    rounds = [[(offset, n) for offset, n in UPDATES[0]]]
+    x = {"w": torch.tensor(X0), **counts}
+    strategy.configure_train(1, ArrayRecord(x), ConfigRecord(), grid)
+    replies = [
+        train_reply({"w": x["w"] + torch.tensor(offset), "bn.num_batches_tracked": torch.tensor(10 + bump)}, n)
+        for (offset, n), bump in zip(rounds[0], (5, 8))
+    ]
+    new = strategy.aggregate_train(1, replies)[0].to_torch_state_dict()
+    assert new["bn.num_batches_tracked"].dtype == torch.int64 and int(new["bn.num_batches_tracked"]) == 17
+    assert list(strategy.weights) == ["w"]
+    assert [p.shape for g in strategy.optimizer.param_groups for p in g["params"]] == [torch.Size([3])]
+    np.testing.assert_allclose(new["w"].numpy(), reddi("adam", 0.1, 0.9, 0.99, 1e-3)[0], rtol=1e-5)
+
+
+def test_optimizer_state_carries_across_rounds_and_through_a_checkpoint(grid):
+    name, section = "fedyogi", {"server-lr": 0.1}
+    continuous = run_rounds(ours(name, **section), grid)
+
+    first = ours(name, **section)
+    (after_round_1,) = run_rounds(first, grid, rounds=UPDATES[:1])
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    assert first.state_dict()["optimizer"]["state"][0]["step"] == 1
+
+    def second_round(strategy):
+        x = {"w": torch.tensor(after_round_1)}
+        strategy.configure_train(2, ArrayRecord(x), ConfigRecord(), grid)
+        replies = [train_reply({"w": x["w"] + torch.tensor(offset)}, n) for offset, n in UPDATES[1]]
+        return strategy.aggregate_train(2, replies)[0].to_torch_state_dict()["w"].numpy()
+
+    restored = ours(name, **section)
+    buffer.seek(0)
+    restored.load_state_dict(torch.load(buffer, weights_only=False))  # before any configure_train
+    np.testing.assert_allclose(second_round(restored), continuous[1], rtol=1e-6)
+    fresh = second_round(ours(name, **section))  # without the moments the step differs
+    assert not np.allclose(fresh, continuous[1], rtol=1e-4)
+
+
+def test_any_torch_optimizer_by_name(grid):
+    plain_sgd = ours("fedopt", **{"optimizer": "SGD", "server-lr": 1.0, "options": "{}"})
+    fedavg = np.array(X0) + np.cumsum(deltas(), axis=0)  # SGD with eta = 1 is FedAvg
+    np.testing.assert_allclose(run_rounds(plain_sgd, grid), fedavg, rtol=1e-6)
+    nesterov = ours("fedopt", **{"optimizer": "SGD", "server-lr": 0.5, "options": '{"momentum": 0.9, "nesterov": true}'})
+    np.testing.assert_allclose(run_rounds(nesterov, grid), heavy_ball(0.5, 0.9, True), rtol=1e-5)
+    adam = ours("fedopt", **{"optimizer": "Adam", "server-lr": 0.01, "options": '{"betas": [0.9, 0.99]}'})
+    (first, _) = run_rounds(adam, grid)
+    # torch's bias-corrected Adam moves every coordinate by about eta in the direction of Delta_1.
+    np.testing.assert_allclose(first - X0, 0.01 * np.sign(deltas()[0]), rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"strategy": "fedadam", "fedadam.beta1": 1.0}, r"'fedadam.beta1' = 1.0 is invalid; expected a number in \[0, 1\)"),
+        ({"strategy": "fedyogi", "fedyogi.server-lr": 0.0}, r"'fedyogi.server-lr' = 0.0 is invalid; expected a number > 0"),
+        ({"strategy": "fedopt", "fedopt.optimizer": "Sgd"}, r"'fedopt.optimizer' = 'Sgd' is invalid; expected the name of a torch.optim"),
+        ({"strategy": "fedopt", "fedopt.options": "momentum=0.9"}, r"'fedopt.options' = 'momentum=0.9' is invalid; expected a JSON object"),
+        ({"strategy": "fedopt", "fedopt.options": '{"nestrov": true}'}, r"section 'fedopt' .* rejected by the optimizer: .*nestrov"),
+        ({"strategy": "fedavgm", "fedavgm.momentum": 0.0, "fedavgm.nesterov": True}, r"section 'fedavgm' .* rejected .*Nesterov"),
+    ],
+)
+def test_bad_settings_stop_with_a_clear_error(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        build_strategy(parse_run_config(settings))
+
+
+def test_every_name_has_both_halves():
+    assert set(FEDOPT_NAMES) == set(SERVER_OPTIMIZERS)
+    assert set(FEDOPT_NAMES) <= set(strategies.STRATEGIES) & set(clients.CLIENT_ALGORITHMS)
+    assert set(FEDOPT_NAMES) <= set(strategies.CONFIG_SECTIONS)
+
+
+def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
+    """In-process run: the saved model is Reddi's FedYogi step from x_0 on the clients' actual replies."""
+    config = {"strategy": "fedyogi", "num-clients": 3, "num-rounds": 1, "samples-per-client": 40,
+              "local-epochs": 1, "results-dir": str(tmp_path), "fedyogi.server-lr": 0.01}
+    run_dir, grid = run_inprocess(config)
+    x0 = grid.sent[0].content.array_records["arrays"].to_torch_state_dict()
+    replies = [r.content for r in grid.replies if r.content.array_records]
+    weights = np.array([r.metric_records["metrics"]["num-examples"] for r in replies], dtype=float)
+    saved = torch.load(run_dir.path / "model.pt")
+    for key, start in x0.items():
+        models = np.stack([r.array_records["arrays"][key].numpy() for r in replies])
+        delta = np.tensordot(weights / weights.sum(), models, axes=1) - start.numpy()
+        m, v = 0.1 * delta, 0.01 * delta**2  # from m = v = 0: sign(0 - Delta^2) = -1
+        expected = start.numpy() + 0.01 * m / (np.sqrt(v) + 1e-3)
+        np.testing.assert_allclose(saved[key].numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert len(replies) == 3
