@@ -132,6 +132,7 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
     """Run (or resume) a validated config on ``grid``; returns its run directory."""
     task = get_task(cfg.task)
     strategy = build_strategy(cfg)
+    task.prepare_data(cfg)  # decode, cache and check real data: bad data stops the run here
     wait_for_clients(grid, cfg)
 
     if cfg.resume:

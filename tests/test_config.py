@@ -68,8 +68,8 @@ def test_unknown_strategy_and_task_name_the_choices():
         build_strategy(parse_config({"strategy": "fedbogus"}))
     with pytest.raises(ConfigError, match=r"'task' = 'speech' is unknown; choose one of \["):
         get_task("speech")
-    with pytest.raises(ConfigError, match=r"'dataset' = 'mpiigaze' is unknown"):
-        get_task("gaze").client_data(parse_config({"dataset": "mpiigaze"}), 0)
+    with pytest.raises(ConfigError, match=r"'dataset' = 'imagenet' is unknown; choose one of \['mpiifacegaze', 'mpiigaze', 'synthetic'\]"):
+        get_task("gaze").client_data(parse_config({"dataset": "imagenet"}), 0)
 
 
 def test_sections_parse_validate_and_flatten():

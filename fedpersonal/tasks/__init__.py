@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fedpersonal.config import require_choice
+from fedpersonal.data.partition import PartitionSettings
 from fedpersonal.tasks.base import ClientData, Task
-from fedpersonal.tasks.gaze import GazeTask
+from fedpersonal.tasks.gaze import GazeSettings, GazeTask
 
 TASKS: dict[str, type[Task]] = {"gaze": GazeTask}
 # Run-config sections the tasks read (e.g. "face" -> its settings dataclass).
-CONFIG_SECTIONS: dict[str, type] = {}
+CONFIG_SECTIONS: dict[str, type] = {"partition": PartitionSettings, "gaze": GazeSettings}
 
 
 def get_task(name: str) -> Task:

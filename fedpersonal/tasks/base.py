@@ -45,6 +45,12 @@ class Task(ABC):
     def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
         """The train/test data of client ``partition_id`` (cached per process)."""
 
+    def prepare_data(self, cfg: RunConfig) -> None:
+        """Decode, cache and check the run's data on the server before any client starts.
+
+        Bad data then stops the run before training; tasks on embedded data need nothing here.
+        """
+
     @abstractmethod
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Mean training loss of ``model`` on one batch."""

@@ -3,18 +3,27 @@
 Natural partition: client ``i`` is user ``i`` of the embedded generator; its samples are split
 into train and test by ``test-fraction``. Users ``UNSEEN_USER_OFFSET + k`` never train and serve
 as unseen users.
+
+Real data (``dataset = "mpiigaze"`` or ``"mpiifacegaze"``, ``data-path``): clients come from the
+``partition`` section (default ``natural``: client ``i`` is participant ``i`` in sorted order,
+both eyes); participants beyond ``num-clients`` are the unseen users. MPIIFaceGaze faces are
+converted to grayscale and resized to the LeNet's 36x60 input.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedpersonal.config import RunConfig, require_choice
-from fedpersonal.data.synthetic.eyes import GazeSamples, generate_user
+from fedpersonal.config import RunConfig, require_choice, setting
+from fedpersonal.data.containers import GazeSet
+from fedpersonal.data.federated import DataRequest, client_split, prepare, unseen_split
+from fedpersonal.data.synthetic.eyes import HEIGHT, WIDTH, GazeSamples, generate_user
 from fedpersonal.metrics.angular import angular_error_deg
 from fedpersonal.models.lenet import GazeLeNet
 from fedpersonal.tasks.base import ClientData, Task, Tensors
@@ -24,7 +33,16 @@ UNSEEN_USER_OFFSET = 10_000
 EVAL_BATCH = 512
 
 
-def samples_to_tensors(samples: GazeSamples) -> Tensors:
+@dataclass(frozen=True)
+class GazeSettings:
+    """Run-config section ``gaze`` (``[tool.flwr.app.config.gaze]``)."""
+
+    evaluation_subset: bool = setting(
+        False, "true (only MPIIGaze's official evaluation lists, 3000 samples per participant) or false (all)"
+    )
+
+
+def samples_to_tensors(samples: GazeSamples | GazeSet) -> Tensors:
     """(images uint8 (N, 1, 36, 60), pose (N, 2), gaze (N, 2)) as torch tensors."""
     return (
         torch.from_numpy(samples.images[:, None]),
@@ -47,27 +65,55 @@ def _user_data(user_id: int, count: int, seed: int, heterogeneity: float, test_f
     return split_train_test(samples_to_tensors(samples), test_fraction)
 
 
+def loader_options(cfg: RunConfig) -> dict[str, Any]:
+    """Options of the real-data loader of ``cfg.dataset`` (images at the LeNet's input size)."""
+    if cfg.dataset == "mpiigaze":
+        settings = cfg.sections.get("gaze", GazeSettings())
+        return {"evaluation_subset": settings.evaluation_subset}
+    return {"size": (HEIGHT, WIDTH), "gray": True}
+
+
+def _real_data(split: tuple[GazeSet, GazeSet]) -> ClientData:
+    return ClientData(samples_to_tensors(split[0]), samples_to_tensors(split[1]))
+
+
 class GazeTask(Task):
     """LeNet gaze regression with an MSE loss on (pitch, yaw) in radians."""
 
     name = "gaze"
     metric = "angular-error"
     better = "lower"
-    datasets = ("synthetic",)
+    datasets = ("synthetic", "mpiigaze", "mpiifacegaze")
 
     def build_model(self) -> nn.Module:
         """A new :class:`GazeLeNet`."""
         return GazeLeNet()
 
-    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
-        """User ``partition_id`` of the embedded generator, split into train/test."""
+    def data_request(self, cfg: RunConfig) -> DataRequest | None:
+        """The real-data request of the run (None for the embedded generator)."""
         require_choice("dataset", cfg.dataset, self.datasets)
+        return None if cfg.dataset == "synthetic" else DataRequest.from_config(cfg, **loader_options(cfg))
+
+    def prepare_data(self, cfg: RunConfig) -> None:
+        """Decode, cache, partition and check real data before any client starts."""
+        request = self.data_request(cfg)
+        if request is not None:
+            prepare(request)
+
+    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+        """Client ``partition_id``: a user of the generator or a partition of the real dataset."""
+        request = self.data_request(cfg)
+        if request is not None:
+            return _real_data(client_split(request, partition_id))
         return _user_data(
             partition_id, cfg.samples_per_client, cfg.seed, cfg.heterogeneity, cfg.test_fraction
         )
 
     def unseen_user_data(self, cfg: RunConfig, index: int) -> ClientData:
-        """Data of an unseen user (never a client) with the run's generator settings."""
+        """Data of an unseen user (never a client): a generator user or a left-over participant."""
+        request = self.data_request(cfg)
+        if request is not None:
+            return _real_data(unseen_split(request, index))
         return self.client_data(cfg, UNSEEN_USER_OFFSET + index)
 
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
