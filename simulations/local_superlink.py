@@ -83,10 +83,17 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) 
 
 
 class PrivateSuperLink:
-    """A SuperLink owned by this process: ``with PrivateSuperLink(home, num_supernodes=3) as link``."""
+    """A SuperLink owned by this process: ``with PrivateSuperLink(home, num_supernodes=3) as link``.
 
-    def __init__(self, home: Path, num_supernodes: int, num_cpus_per_client: int = 2) -> None:
+    ``extra_env`` reaches the SuperLink and the simulation it starts, e.g. ``RAY_ADDRESS`` to attach
+    the simulation to an existing Ray cluster.
+    """
+
+    def __init__(
+        self, home: Path, num_supernodes: int, num_cpus_per_client: int = 2, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.home = Path(home)
+        self.extra_env = dict(extra_env or {})
         self.num_supernodes = num_supernodes
         self.num_cpus_per_client = num_cpus_per_client
         self.port = free_port()  # the HTTP API: runtime, control and fleet
@@ -95,7 +102,7 @@ class PrivateSuperLink:
     @property
     def env(self) -> dict[str, str]:
         """Environment for ``flwr`` commands that talk to this SuperLink."""
-        return quiet_environment() | {"FLWR_HOME": str(self.home)}
+        return quiet_environment() | {"FLWR_HOME": str(self.home)} | self.extra_env
 
     def _write_connection(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
