@@ -23,7 +23,7 @@ from fedpersonal.config import RunConfig, parse_config  # noqa: E402
 from fedpersonal.metrics.angular import angular_error_deg  # noqa: E402
 from fedpersonal.tasks.gaze import GazeTask  # noqa: E402
 from fedpersonal.training import sgd_optimizer, train_epochs  # noqa: E402
-from simulations.reporting import benchmark_row, write_benchmark  # noqa: E402
+from simulations.reporting import benchmark_row, invocation, write_benchmark  # noqa: E402
 
 UNSEEN_USERS = 10
 
@@ -86,7 +86,7 @@ def main() -> None:
     defaults = RunConfig()
     write_benchmark(
         "gaze_data",
-        "python benchmarks/gaze_data.py " + " ".join(sys.argv[1:]),
+        invocation(),
         {"train_users": defaults.num_clients, "samples_per_user": defaults.samples_per_client,
          "unseen_users": UNSEEN_USERS, "lenet_epochs": args.epochs, "lr": defaults.lr,
          "batch_size": defaults.batch_size},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,16 @@ import torch
 from fedpersonal.metrics.fairness import fairness_summary
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def invocation() -> str:
+    """How this script was run: ``python <script relative to the repo> <args>``."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(RESULTS_DIR.parents[1])
+    except ValueError:
+        pass
+    return " ".join(["python", str(script), *sys.argv[1:]])
 
 
 def machine_info() -> dict[str, Any]:
