@@ -135,26 +135,26 @@ class FedAvgMSettings:
 
 
 @dataclass(frozen=True)
-class FedAdamSettings:
-    """``[fedadam]``: Reddi's FedAdam; ``bias-correction`` scales eta as Adam does."""
+class AdaptiveSettings:
+    """The keys FedAdam and FedYogi share."""
 
     server_lr: float = _server_lr(0.01)
     beta1: float = _decay(0.9, "first-moment decay beta1")
     beta2: float = _decay(0.99, "second-moment decay beta2")
     tau: float = _tau()
     initial_v: float = _initial_v()
+
+
+@dataclass(frozen=True)
+class FedAdamSettings(AdaptiveSettings):
+    """``[fedadam]``: Reddi's FedAdam; ``bias-correction`` scales eta as Adam does."""
+
     bias_correction: bool = setting(False, "true or false (eta * sqrt(1 - beta2^t) / (1 - beta1^t))")
 
 
 @dataclass(frozen=True)
-class FedYogiSettings:
+class FedYogiSettings(AdaptiveSettings):
     """``[fedyogi]``: Reddi's FedYogi."""
-
-    server_lr: float = _server_lr(0.01)
-    beta1: float = _decay(0.9, "first-moment decay beta1")
-    beta2: float = _decay(0.99, "second-moment decay beta2")
-    tau: float = _tau()
-    initial_v: float = _initial_v()
 
 
 @dataclass(frozen=True)
