@@ -90,18 +90,26 @@ def test_stats_command_line_exit_status(tmp_path):
     assert result.returncode == 2 and "missing file" in result.stderr and "data_batch_1" in result.stderr
 
 
-def test_gaze_task_reads_mpiigaze_participants_as_clients(tmp_path):
+def test_gaze_task_reads_mpiigaze_participants_as_clients(tmp_path, monkeypatch):
     from fedpersonal.config import parse_config
+    from fedpersonal.data import federated as federated_module
+    from fedpersonal.data.real import mpiigaze
     from fedpersonal.tasks import CONFIG_SECTIONS, get_task
 
     write_mpiigaze(tmp_path, participants=3, days=2, per_day=5)
     cfg = parse_config({"dataset": "mpiigaze", "data-path": str(tmp_path), "num-clients": 2}, CONFIG_SECTIONS)
     task = get_task("gaze")
     task.prepare_data(cfg)
+    # A client process finds the partition on disk: nothing is decoded or partitioned again.
+    monkeypatch.setattr(federated_module, "make_partition", None)
+    monkeypatch.setattr(mpiigaze, "read_day", None)
+    forget_loaded()
+    federated_module.federated.cache_clear()
     data = task.client_data(cfg, 1)
     assert data.num_train == 16 and data.num_test == 4 and data.train[0].shape[1:] == (1, 36, 60)
     unseen = task.unseen_user_data(cfg, 0)  # participant p02 never trains
     assert unseen.num_train + unseen.num_test == 20
+    monkeypatch.undo()
     subset = parse_config({**cfg.to_dict(), "gaze.evaluation-subset": True}, CONFIG_SECTIONS)
     assert task.client_data(subset, 0).num_train + task.client_data(subset, 0).num_test == 4
 

@@ -49,7 +49,9 @@ def file_fingerprint(path: Path | None) -> list[tuple[str, int, int]]:
         stat = path.stat()
         return [(path.name, stat.st_size, stat.st_mtime_ns)]
     entries = []
-    for directory, _, names in os.walk(path):
+    own = cache_root().resolve()
+    for directory, subdirs, names in os.walk(path):
+        subdirs[:] = [d for d in subdirs if Path(directory, d).resolve() != own]  # never our own cache
         for name in names:
             file = Path(directory, name)
             stat = file.stat()

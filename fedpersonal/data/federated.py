@@ -1,19 +1,23 @@
 """A run's federated data: a real dataset loaded once, partitioned once, split per client.
 
 Tasks call :func:`client_split` with a :class:`DataRequest` built from the run config; the
-dataset is memory-mapped from the cache and the partition computed once per process, so a
-client's per-round cost is training, not loading. :func:`prepare` does the same on the server
+dataset and its partition (index arrays) are memory-mapped from the cache, computed once per
+run by the server, so a client's per-round cost is training, not loading. :func:`prepare` does the same on the server
 before any client starts, so bad data stops the run before training.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from fedpersonal.config import RunConfig
-from fedpersonal.data.partition import Partition, PartitionSettings, make_partition, split_client
+import numpy as np
+
+from fedpersonal.config import RunConfig, settings_dict
+from fedpersonal.data import cache
+from fedpersonal.data.partition import PackedPartition, Partition, PartitionSettings, make_partition, split_client
 from fedpersonal.data.real import forget_loaded, load_dataset
 
 
@@ -47,21 +51,36 @@ class DataRequest:
         return load_dataset(self.dataset, self.path, **dict(self.options))
 
 
+def _digest(values: Any) -> str | None:
+    return None if values is None else hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
 @lru_cache(maxsize=4)
 def federated(request: DataRequest) -> tuple[Any, Partition]:
-    """The dataset and its partition into clients."""
+    """The dataset and its partition into clients (cached on disk, keyed by the labels and
+    users the partition depends on and by every partition setting)."""
     data = request.load()
-    partition = make_partition(
-        getattr(data, "labels", None),
-        getattr(data, "groups", None),
-        len(data),
-        request.num_clients,
-        request.partition,
-        request.test_fraction,
-        request.seed,
-        request.dataset,
-    )
-    return data, partition
+    labels, groups = getattr(data, "labels", None), getattr(data, "groups", None)
+    key = {
+        "samples": len(data),
+        "labels": _digest(labels),
+        "groups": _digest(groups),
+        "partition": settings_dict(request.partition),
+        "clients": request.num_clients,
+        "test-fraction": request.test_fraction,
+        "seed": request.seed,
+    }
+
+    def build() -> PackedPartition:
+        return PackedPartition.pack(
+            make_partition(
+                labels, groups, len(data), request.num_clients, request.partition,
+                request.test_fraction, request.seed, request.dataset,
+            )
+        )
+
+    packed = cache.cached(f"{request.dataset}-partition", None, key, PackedPartition, build)
+    return data, packed.unpack()
 
 
 def prepare(request: DataRequest) -> Partition:

@@ -64,6 +64,45 @@ class Partition:
         return len(self.train)
 
 
+@dataclass(frozen=True)
+class PackedPartition:
+    """A :class:`Partition` as flat arrays (what the cache stores): each split's index lists
+    concatenated, with the offsets where each list starts (plus the total at the end)."""
+
+    train: Indices
+    train_offsets: Indices
+    test: Indices
+    test_offsets: Indices
+    unseen: Indices
+    unseen_offsets: Indices
+
+    @staticmethod
+    def _pack(lists: tuple[Indices, ...]) -> tuple[Indices, Indices]:
+        offsets = np.cumsum([0] + [len(item) for item in lists]).astype(np.int64)
+        flat = np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64)
+        return flat, offsets
+
+    @staticmethod
+    def _unpack(flat: Indices, offsets: Indices) -> tuple[Indices, ...]:
+        return tuple(np.asarray(flat[a:b]) for a, b in zip(offsets[:-1], offsets[1:]))
+
+    @classmethod
+    def pack(cls, partition: Partition) -> PackedPartition:
+        """Flatten ``partition``."""
+        (train, train_offsets), (test, test_offsets), (unseen, unseen_offsets) = (
+            cls._pack(partition.train), cls._pack(partition.test), cls._pack(partition.unseen)
+        )
+        return cls(train, train_offsets, test, test_offsets, unseen, unseen_offsets)
+
+    def unpack(self) -> Partition:
+        """The :class:`Partition` again."""
+        return Partition(
+            self._unpack(self.train, self.train_offsets),
+            self._unpack(self.test, self.test_offsets),
+            self._unpack(self.unseen, self.unseen_offsets),
+        )
+
+
 def quantity_sizes(total: int, clients: int, settings: PartitionSettings, seed: int) -> list[int]:
     """Client sizes: ``min-size`` each plus a Dirichlet(alpha) share of the remaining samples."""
     spare = total - clients * settings.min_size
@@ -140,7 +179,7 @@ def assign(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             available = partitioner.num_partitions
-            parts = [np.asarray(partitioner.load_partition(i)["index"], np.int64) for i in range(available)]
+            parts = [np.asarray(partitioner.load_partition(i)[:]["index"], np.int64) for i in range(available)]
     except ValueError as error:
         raise DataError(
             f"partition.name = {settings.name!r} cannot split dataset '{dataset}' ({total} samples) into "
