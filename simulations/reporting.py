@@ -70,17 +70,20 @@ def benchmark_row(
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table: algorithm, metric, mean ± std over seeds, worst client, worst 10%."""
+    """A Markdown table: algorithm, metric, mean ± std over seeds, worst client, worst 10%
+    (led by a scenario column when the rows carry a ``scenario``)."""
+    scenario = any("scenario" in row for row in rows)
     lines = [
-        "| algorithm | metric | mean ± std | worst client | worst 10% | seeds |",
-        "|---|---|---|---|---|---|",
+        ("| scenario " if scenario else "") + "| algorithm | metric | mean ± std | worst client | worst 10% | seeds |",
+        ("|---" if scenario else "") + "|---|---|---|---|---|---|",
     ]
     for row in rows:
         arrow = "↓" if row["better"] == "lower" else "↑"
         worst = f"{row['worst_client']:.3f}" if "worst_client" in row else "-"
         worst10 = f"{row['worst10_mean']:.3f}" if "worst10_mean" in row else "-"
         lines.append(
-            f"| {row['algorithm']} | {row['metric']} {arrow} | {row['mean']:.3f} ± {row['std']:.3f} "
+            (f"| {row.get('scenario', '-')} " if scenario else "")
+            + f"| {row['algorithm']} | {row['metric']} {arrow} | {row['mean']:.3f} ± {row['std']:.3f} "
             f"| {worst} | {worst10} | {len(row['seeds'])} |"
         )
     return "\n".join(lines)
