@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from clients.base import ClientAlgorithm
 from clients import fedopt
+from clients.dua import DUAClient
 from clients.fedavg import FedAvgClient
+from fedpersonal.adaptation import AdaptSettings
 from fedpersonal.faults import FaultSettings
 
-CLIENT_ALGORITHMS: dict[str, type[ClientAlgorithm]] = {"fedavg": FedAvgClient, **fedopt.CLIENTS}
+CLIENT_ALGORITHMS: dict[str, type[ClientAlgorithm]] = {"fedavg": FedAvgClient, **fedopt.CLIENTS, "dua": DUAClient}
 # Run-config sections the client halves read: name -> settings dataclass.
-CONFIG_SECTIONS: dict[str, type] = {"faults": FaultSettings}
+CONFIG_SECTIONS: dict[str, type] = {"adapt": AdaptSettings, "faults": FaultSettings}
 
 __all__ = ["CLIENT_ALGORITHMS", "CONFIG_SECTIONS", "ClientAlgorithm"]

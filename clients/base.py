@@ -6,11 +6,14 @@ leave the device, extra local steps, personal state kept in ``context.state``).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
+from fedpersonal.adaptation import AdaptSettings, adapt_model
 from fedpersonal.config import ConfigError, RunConfig, parse_config
 from fedpersonal.params import load_arrays, to_arrays
 from fedpersonal.tasks import CONFIG_SECTIONS as TASK_SECTIONS
@@ -39,6 +42,11 @@ def partition_of(context: Context, cfg: RunConfig) -> int:
     return int(node_config["partition-id"])
 
 
+def server_round_of(msg: Message) -> int:
+    """The round number the server put in the message's config (0 if absent)."""
+    return int(msg.content.config_records["config"].get("server-round", 0))
+
+
 def round_generator(cfg: RunConfig, partition_id: int, server_round: int) -> torch.Generator:
     """A torch generator seeded by (seed, partition, round): reproducible shuffling."""
     seed = int(np.random.SeedSequence([cfg.seed, partition_id, server_round]).generate_state(1)[0])
@@ -51,7 +59,7 @@ class ClientAlgorithm:
     def __init__(self, context: Context) -> None:
         self.context = context
         self.cfg = parse_client_config(context)
-        self.task: Task = get_task(self.cfg.task)
+        self.task: Task = get_task(self.cfg.task, self.cfg)
         self.partition_id = partition_of(context, self.cfg)
         self.data: ClientData = self.task.client_data(self.cfg, self.partition_id)
 
@@ -88,12 +96,26 @@ class ClientAlgorithm:
     def train(self, msg: Message) -> Message:
         """Handle a train message."""
         model = self.model_from(msg)
-        server_round = int(msg.content.config_records["config"].get("server-round", 0))
+        server_round = server_round_of(msg)
         loss = self.local_train(model, server_round)
         metrics = {"train-loss": loss, "num-examples": self.data.num_train}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 
+    def adapt(self, model: nn.Module, server_round: int) -> nn.Module | None:
+        """A copy of ``model`` adapted to this client's unlabelled training data as section
+        ``adapt`` says (None for ``adapt.method = "none"``); call it before a personalized evaluation."""
+        settings = self.cfg.sections.get("adapt", AdaptSettings())
+        if settings.method == "none":
+            return None
+        generator = round_generator(self.cfg, self.partition_id, server_round)
+        return adapt_model(copy.deepcopy(model), self.task, self.task.inputs(self.data.train), settings, generator)
+
     def evaluate(self, msg: Message) -> Message:
-        """Handle an evaluate message: metrics of the received model on the test split."""
-        metrics = self.task.evaluate(self.model_from(msg), self.data.test)
+        """Handle an evaluate message: metrics of the received model on the test split and, when
+        ``adapt.method`` is set, ``personalized-<metric>`` of its adapted copy."""
+        model = self.model_from(msg)
+        metrics = self.task.evaluate(model, self.data.test)
+        adapted = self.adapt(model, server_round_of(msg))
+        if adapted is not None:
+            metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(adapted, self.data.test).items()})
         return self.reply(msg, {**metrics, "num-examples": self.data.num_test})

@@ -81,11 +81,12 @@ class RoundLoop:
         aggregated = self.strategy.aggregate_evaluate(server_round, replies) if valid else None
         summary: dict[str, Any] = {f"global-{k}": v for k, v in dict(aggregated or {}).items()}
         summary["evaluate-timeouts"] = missing
-        values = [row[self.settings.metric] for row in rows if self.settings.metric in row]
-        if values:
-            fairness = fairness_summary(values, self.settings.better)
-            summary[f"worst-client-{self.settings.metric}"] = fairness["worst"]
-            summary[f"worst10-{self.settings.metric}"] = fairness["worst10_mean"]
+        for metric in (self.settings.metric, f"personalized-{self.settings.metric}"):
+            values = [row[metric] for row in rows if metric in row]
+            if values:
+                fairness = fairness_summary(values, self.settings.better)
+                summary[f"worst-client-{metric}"] = fairness["worst"]
+                summary[f"worst10-{metric}"] = fairness["worst10_mean"]
         return summary, rows
 
     def train(self, server_round: int, arrays: ArrayRecord) -> tuple[ArrayRecord, dict[str, Any], list[dict[str, Any]]]:

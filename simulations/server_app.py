@@ -130,7 +130,7 @@ def resume_from(cfg: RunConfig, strategy: Strategy) -> tuple[RunDirectory, Array
 
 def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
     """Run (or resume) a validated config on ``grid``; returns its run directory."""
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, cfg)
     strategy = build_strategy(cfg)
     task.prepare_data(cfg)  # decode, cache and check real data: bad data stops the run here
     wait_for_clients(grid, cfg)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from fedpersonal.config import require_choice
+from fedpersonal.config import RunConfig, require_choice
 from fedpersonal.data.partition import PartitionSettings
 from fedpersonal.tasks.base import ClientData, Task
+from fedpersonal.tasks.classify import ClassifySettings, ClassifyTask
 from fedpersonal.tasks.gaze import GazeSettings, GazeTask
 
-TASKS: dict[str, type[Task]] = {"gaze": GazeTask}
+TASKS: dict[str, type[Task]] = {"gaze": GazeTask, "classify": ClassifyTask}
 # Run-config sections the tasks read (e.g. "face" -> its settings dataclass).
-CONFIG_SECTIONS: dict[str, type] = {"partition": PartitionSettings, "gaze": GazeSettings}
+CONFIG_SECTIONS: dict[str, type] = {"partition": PartitionSettings, "gaze": GazeSettings, "classify": ClassifySettings}
 
 
-def get_task(name: str) -> Task:
-    """The task registered as ``name``; a ConfigError on key 'task' names the choices."""
+def get_task(name: str, cfg: RunConfig | None = None) -> Task:
+    """The task registered as ``name`` for run config ``cfg``; a ConfigError on key 'task' names the choices."""
     require_choice("task", name, TASKS)
-    return TASKS[name]()
+    return TASKS[name](cfg)
 
 
 __all__ = ["CONFIG_SECTIONS", "TASKS", "ClientData", "Task", "get_task"]

@@ -36,6 +36,11 @@ class Task(ABC):
     name: str
     metric: str  # the primary evaluation metric, a key of evaluate()'s result
     better: str  # "lower" or "higher" for the primary metric
+    predicts_classes: bool = False  # True: forward() returns class logits (entropy-based adaptation applies)
+
+    def __init__(self, cfg: RunConfig | None = None) -> None:
+        """``cfg``: the run config, for settings the model depends on (defaults when None)."""
+        self.cfg = cfg if cfg is not None else RunConfig()
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -58,3 +63,11 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
         """Metrics of ``model`` on ``tensors``; includes ``self.metric`` and ``"loss"``."""
+
+    def inputs(self, tensors: Tensors) -> Tensors:
+        """What the model sees of ``tensors``, labels dropped (default: all but the last tensor)."""
+        return tensors[:-1]
+
+    def forward(self, model: nn.Module, inputs: Tensors) -> torch.Tensor:
+        """The model's outputs on a batch of :meth:`inputs` (needed by unsupervised adaptation)."""
+        raise NotImplementedError(f"task '{self.name}' does not define forward(); unsupervised adaptation needs it")

@@ -1,0 +1,250 @@
+"""Image classification with users whose data is shifted: metric accuracy.
+
+Every user (client ``i``) and every expert of DUA's server belongs to a :class:`Domain`, set by
+section ``classify`` (``[tool.flwr.app.config.classify]``):
+
+* ``user-shift = "corruption"`` (DUA's TransPrior): domain ``k`` is corruption ``k`` of the
+  ``corruptions`` list (noise, blur, contrast, brightness, JPEG-like, ...) at ``severity``; user
+  ``i`` has domain ``i mod K`` with its own draw of the corruption's parameters (severity x
+  0.8..1.2, brightness direction, tint gains, the noise). All classes.
+* ``user-shift = "category"`` (DUA's CatPrior): the classes are cut into ``category-groups``
+  groups; domain ``k`` (and user ``i``, ``k = i mod groups``) holds only the classes of group ``k``.
+  No corruption.
+* ``user-shift = "none"``: one clean domain with all classes.
+
+Datasets (``dataset``; a registry, :data:`DATASETS`): ``shapes`` (alias ``synthetic``, the default)
+is the procedural generator of :mod:`fedpersonal.data.synthetic.shapes`, where every user also has
+its own palette, texture and style; ``digits`` is scikit-learn's bundled 8x8 digits, upsampled to
+16x16, whose pool is split once (seeded) into a user part (40% server, 60% users).
+
+The server's labelled data (DUA experts) comes from sources no client has: shapes styles of
+:data:`SERVER_SOURCES` server collections, or the server part of a pooled dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy.ndimage import zoom
+from torch import nn
+from torch.nn import functional as F
+
+from fedpersonal.config import RunConfig, require_choice, setting
+from fedpersonal.data.corruptions import CORRUPTIONS, corrupt
+from fedpersonal.data.synthetic import shapes
+from fedpersonal.models.cnn import SmallCNN
+from fedpersonal.tasks.base import ClientData, Task, Tensors
+from fedpersonal.tasks.gaze import split_train_test
+from fedpersonal.training import iterate_batches
+
+SHIFTS = ("corruption", "category", "none")
+ROLES = {"user": 0, "server": 1}
+SERVER_SOURCES = 40  # server collections a domain's labelled data is drawn from
+SERVER_SOURCE_OFFSET = 1_000_000
+SERVER_POOL_SHARE = 0.4
+EVAL_BATCH = 512
+Images = NDArray[np.uint8]
+Labels = NDArray[np.int64]
+
+
+def _corruption_list(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    """Run-config section ``classify``: how users are shifted, and the model width."""
+
+    user_shift: str = setting(
+        "corruption", "one of 'corruption' (TransPrior), 'category' (CatPrior), 'none'", lambda v: v in SHIFTS
+    )
+    corruptions: str = setting(
+        ",".join(CORRUPTIONS),
+        f"a comma-separated, non-empty list of {sorted(CORRUPTIONS)}",
+        lambda v: bool(_corruption_list(v)) and set(_corruption_list(v)) <= set(CORRUPTIONS),
+    )
+    severity: float = setting(0.6, "a number in (0, 1]", lambda v: 0 < v <= 1)
+    category_groups: int = setting(5, "an integer >= 1 (CatPrior: the classes are cut into this many groups)", lambda v: v >= 1)
+    width: int = setting(16, "an integer >= 4 (channels of the first conv layer)", lambda v: v >= 4)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A data domain: which classes it holds and which corruption (None: clean) it applies."""
+
+    name: str
+    classes: tuple[int, ...]
+    corruption: str | None = None
+
+
+Draw = Callable[[RunConfig, str, int, int, tuple[int, ...]], tuple[Images, Labels]]
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A labelled image source: ``draw(cfg, role, source, count, classes)`` gives uint8 images
+    (N, C, H, W) and labels of ``source`` (a user id, or a server collection) for ``role``
+    ("user" or "server"), with labels in ``classes``."""
+
+    channels: int
+    num_classes: int
+    draw: Draw
+
+
+def _draw_shapes(cfg: RunConfig, role: str, source: int, count: int, classes: tuple[int, ...]) -> tuple[Images, Labels]:
+    return shapes.generate(source, count, classes, cfg.seed, cfg.heterogeneity)
+
+
+def pooled(load: Callable[[RunConfig], tuple[Images, Labels]], channels: int, num_classes: int) -> ImageSource:
+    """A source drawn from one pool of labelled images (N, C, H, W): a seeded share
+    (:data:`SERVER_POOL_SHARE`) is the server's, the rest the users'. A user draws up to ``count``
+    distinct samples of its classes (users may overlap)."""
+
+    def draw(cfg: RunConfig, role: str, source: int, count: int, classes: tuple[int, ...]) -> tuple[Images, Labels]:
+        images, labels = load(cfg)
+        order = np.random.default_rng([cfg.seed, 11]).permutation(len(labels))
+        cut = int(round(SERVER_POOL_SHARE * len(labels)))
+        part = order[:cut] if role == "server" else order[cut:]
+        candidates = part[np.isin(labels[part], classes)]
+        rng = np.random.default_rng([cfg.seed, ROLES[role], source, 12])
+        chosen = rng.choice(candidates, size=min(count, len(candidates)), replace=False)
+        return images[chosen], labels[chosen]
+
+    return ImageSource(channels, num_classes, draw)
+
+
+@lru_cache(maxsize=1)
+def _digits() -> tuple[Images, Labels]:
+    from fedpersonal.data.real.digits import load_digits
+
+    data = load_digits()
+    upsampled = zoom(data.images.astype(np.float32), (1, 2, 2), order=1)
+    return np.clip(np.rint(upsampled), 0, 255).astype(np.uint8)[:, None], data.labels
+
+
+SHAPES = ImageSource(3, shapes.NUM_CLASSES, _draw_shapes)
+DATASETS: dict[str, ImageSource] = {
+    "synthetic": SHAPES,
+    "shapes": SHAPES,
+    "digits": pooled(lambda cfg: _digits(), channels=1, num_classes=10),
+}
+
+
+def classify_settings(cfg: RunConfig) -> ClassifySettings:
+    """The run's ``classify`` section (defaults when the config was parsed without it)."""
+    return cfg.sections.get("classify", ClassifySettings())
+
+
+def source_of(cfg: RunConfig) -> ImageSource:
+    """The image source named by ``dataset``; a ConfigError names the choices."""
+    require_choice("dataset", cfg.dataset, DATASETS)
+    return DATASETS[cfg.dataset]
+
+
+def domains(cfg: RunConfig) -> list[Domain]:
+    """The run's domains: one per corruption, per category group, or a single clean one."""
+    settings = classify_settings(cfg)
+    every = tuple(range(source_of(cfg).num_classes))
+    if settings.user_shift == "corruption":
+        return [Domain(name, every, name) for name in _corruption_list(settings.corruptions)]
+    if settings.user_shift == "category":
+        groups = np.array_split(np.array(every), min(settings.category_groups, len(every)))
+        return [Domain(f"classes-{'-'.join(map(str, g))}", tuple(int(c) for c in g)) for g in groups]
+    return [generic_domain(cfg)]
+
+
+def generic_domain(cfg: RunConfig) -> Domain:
+    """Clean data of every class."""
+    return Domain("clean", tuple(range(source_of(cfg).num_classes)))
+
+
+def user_domain(cfg: RunConfig, partition_id: int) -> Domain:
+    """The domain of user ``partition_id``: domain ``partition_id mod K``."""
+    options = domains(cfg)
+    return options[partition_id % len(options)]
+
+
+@lru_cache(maxsize=256)
+def _domain_samples(key: tuple, domain: Domain, role: str, source: int, count: int) -> Tensors:
+    dataset, data_path, seed, heterogeneity, settings = key
+    cfg = RunConfig(
+        dataset=dataset, data_path=data_path, seed=seed, heterogeneity=heterogeneity, sections={"classify": settings}
+    )
+    images, labels = source_of(cfg).draw(cfg, role, source, count, domain.classes)
+    if domain.corruption is not None:
+        rng = np.random.default_rng([cfg.seed, ROLES[role], source, 13])
+        severity = min(1.0, classify_settings(cfg).severity * rng.uniform(0.8, 1.2))
+        images = corrupt(images, domain.corruption, severity, rng)
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+def domain_samples(cfg: RunConfig, domain: Domain, role: str, source: int, count: int) -> Tensors:
+    """(images uint8 (N, C, H, W), labels int64 (N,)) of ``source`` in ``domain``, cached."""
+    key = (cfg.dataset, cfg.data_path, cfg.seed, cfg.heterogeneity, classify_settings(cfg))
+    return _domain_samples(key, domain, role, source, count)
+
+
+def server_data(cfg: RunConfig, domain: Domain, count: int) -> Tensors:
+    """About ``count`` labelled server samples of ``domain``, from :data:`SERVER_SOURCES` collections."""
+    share = max(1, -(-count // SERVER_SOURCES))
+    parts = [domain_samples(cfg, domain, "server", SERVER_SOURCE_OFFSET + j, share) for j in range(SERVER_SOURCES)]
+    return tuple(torch.cat(column) for column in zip(*parts))
+
+
+class ClassifyTask(Task):
+    """:class:`SmallCNN` classification with a cross-entropy loss; metric accuracy."""
+
+    name = "classify"
+    metric = "accuracy"
+    better = "higher"
+    predicts_classes = True
+
+    def build_model(self) -> nn.Module:
+        """A new :class:`SmallCNN` for the run's dataset and ``classify.width``."""
+        source = source_of(self.cfg)
+        return SmallCNN(source.channels, source.num_classes, classify_settings(self.cfg).width)
+
+    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+        """User ``partition_id`` in its domain, split into train/test."""
+        domain = user_domain(cfg, partition_id)
+        samples = domain_samples(cfg, domain, "user", partition_id, cfg.samples_per_client)
+        if len(samples[0]) < 2:
+            raise ValueError(f"client {partition_id} has {len(samples[0])} samples of {domain.name}; expected >= 2")
+        return split_train_test(samples, cfg.test_fraction)
+
+    def expert_domains(self, cfg: RunConfig) -> list[Domain]:
+        """The domains DUA's server trains one expert each for (= the users' domains)."""
+        return domains(cfg)
+
+    def generic_domain(self, cfg: RunConfig) -> Domain:
+        """The domain of DUA's generic model: clean data of every class."""
+        return generic_domain(cfg)
+
+    def server_data(self, cfg: RunConfig, domain: Domain, count: int) -> Tensors:
+        """Labelled server data of ``domain`` (sources no client has)."""
+        return server_data(cfg, domain, count)
+
+    def forward(self, model: nn.Module, inputs: Tensors) -> torch.Tensor:
+        """Logits of images scaled to [0, 1]."""
+        return model(inputs[0].float() / 255.0)
+
+    def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
+        """Mean cross-entropy."""
+        return F.cross_entropy(self.forward(model, batch), batch[1])
+
+    def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
+        """Accuracy and mean cross-entropy, in evaluation mode."""
+        model.eval()
+        correct, loss = 0, 0.0
+        with torch.no_grad():
+            for batch in iterate_batches(tensors, EVAL_BATCH):
+                logits = self.forward(model, batch)
+                correct += int((logits.argmax(1) == batch[1]).sum())
+                loss += float(F.cross_entropy(logits, batch[1], reduction="sum"))
+        count = len(tensors[0])
+        return {"accuracy": correct / count, "loss": loss / count}
