@@ -239,3 +239,30 @@ def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
         expected = start.numpy() + 0.01 * m / (np.sqrt(v) + 1e-3)
         np.testing.assert_allclose(saved[key].numpy(), expected, rtol=1e-4, atol=1e-6)
     assert len(replies) == 3
+
+
+def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeypatch):
+    from fedpersonal.checkpoint import CHECKPOINT
+    from simulations.loop import RoundLoop
+
+    config = {"strategy": "fedyogi", "num-clients": 2, "num-rounds": 2, "samples-per-client": 40,
+              "local-epochs": 1, "fedyogi.server-lr": 0.01}
+    full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
+    original = RoundLoop.train
+
+    def crash_in_round_2(self, server_round, arrays):
+        if server_round == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, server_round, arrays)
+
+    monkeypatch.setattr(RoundLoop, "train", crash_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_inprocess({**config, "results-dir": str(tmp_path / "crashed")})
+    monkeypatch.setattr(RoundLoop, "train", original)
+    (crashed,) = (tmp_path / "crashed").iterdir()
+    saved = torch.load(crashed / CHECKPOINT, weights_only=False)["strategy"]
+    assert saved["optimizer"]["state"][0]["step"] == 1 and saved["optimizer"]["state"][0]["v"].abs().sum() > 0
+
+    resumed, _ = run_inprocess({**config, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed)})
+    for key, value in torch.load(full.path / "model.pt").items():
+        torch.testing.assert_close(torch.load(resumed.path / "model.pt")[key], value, rtol=0, atol=0)
