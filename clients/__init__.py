@@ -6,10 +6,11 @@ from clients.base import ClientAlgorithm
 from clients import fedopt
 from clients.dua import DUAClient
 from clients.fedavg import FedAvgClient
+from clients.fedper import FedPerClient
 from fedpersonal.adaptation import AdaptSettings
 from fedpersonal.faults import FaultSettings
 
-CLIENT_ALGORITHMS: dict[str, type[ClientAlgorithm]] = {"fedavg": FedAvgClient, **fedopt.CLIENTS, "dua": DUAClient}
+CLIENT_ALGORITHMS: dict[str, type[ClientAlgorithm]] = {"fedavg": FedAvgClient, "fedper": FedPerClient, **fedopt.CLIENTS, "dua": DUAClient}
 # Run-config sections the client halves read: name -> settings dataclass.
 CONFIG_SECTIONS: dict[str, type] = {"adapt": AdaptSettings, "faults": FaultSettings}
 

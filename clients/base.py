@@ -15,7 +15,7 @@ from torch import nn
 
 from fedpersonal.adaptation import AdaptSettings, adapt_model
 from fedpersonal.config import ConfigError, RunConfig, parse_config
-from fedpersonal.params import load_arrays, to_arrays
+from fedpersonal.params import load_arrays, select_keys, to_arrays
 from fedpersonal.tasks import CONFIG_SECTIONS as TASK_SECTIONS
 from fedpersonal.tasks import ClientData, Task, get_task
 from fedpersonal.training import sgd_optimizer, train_epochs
@@ -63,10 +63,17 @@ class ClientAlgorithm:
         self.partition_id = partition_of(context, self.cfg)
         self.data: ClientData = self.task.client_data(self.cfg, self.partition_id)
 
+    # Parameter-name prefixes that never leave the device (e.g. ("head.",) for FedPer): they are
+    # kept in context.state["personal"] and override what the server sends.
+    personal_prefixes: tuple[str, ...] = ()
+
     def model_from(self, msg: Message) -> nn.Module:
-        """A model holding the arrays the server sent."""
+        """A model holding the arrays the server sent, and this client's personal part if any."""
         model = self.task.build_model()
-        load_arrays(model, msg.content.array_records["arrays"])
+        load_arrays(model, msg.content.array_records["arrays"], strict=not self.personal_prefixes)
+        personal = self.context.state.array_records.get("personal")
+        if personal is not None:
+            load_arrays(model, personal, strict=False)
         return model
 
     def local_train(self, model: nn.Module, server_round: int) -> float:
@@ -83,8 +90,14 @@ class ClientAlgorithm:
         )
 
     def outgoing_arrays(self, model: nn.Module) -> ArrayRecord:
-        """What leaves the device after training (FedAvg: the whole model)."""
-        return to_arrays(model)
+        """What leaves the device after training: the whole model, less the personal keys, which
+        are stored in ``context.state``."""
+        if not self.personal_prefixes:
+            return to_arrays(model)
+        keys = list(model.state_dict())
+        personal = select_keys(keys, self.personal_prefixes)
+        self.context.state["personal"] = to_arrays(model, personal)
+        return to_arrays(model, [key for key in keys if key not in personal])
 
     def reply(self, msg: Message, metrics: dict[str, float], arrays: ArrayRecord | None = None) -> Message:
         """A reply carrying ``arrays`` (train) and metrics tagged with the partition id."""

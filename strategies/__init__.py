@@ -9,7 +9,7 @@ from flwr.serverapp.strategy import Strategy
 from fedpersonal.config import RunConfig, require_choice
 from strategies import dua, fedavg, fedopt
 
-STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {"fedavg": fedavg.build, **fedopt.BUILDERS, "dua": dua.build}
+STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {"fedavg": fedavg.build, "fedper": fedavg.build, **fedopt.BUILDERS, "dua": dua.build}
 # Run-config sections the server half of an algorithm reads: name -> settings dataclass.
 CONFIG_SECTIONS: dict[str, type] = {**fedopt.SECTIONS, "dua": dua.DUASettings}
 
