@@ -142,3 +142,34 @@ def test_a_run_on_mpiigaze_trains_and_bad_data_stops_it_before_training(tmp_path
     with pytest.raises(DataError, match=r"cannot read '.*p01/day02.mat'"):
         run_inprocess({**config, "results-dir": str(tmp_path / "runs2")}, on_grid=grids.append)
     assert grids[0].sent == [] and not (tmp_path / "runs2").exists()
+
+
+def test_classify_on_partitioned_cifar10_and_femnist_writers(tmp_path):
+    from fedpersonal.config import ConfigError
+    from simulations.inprocess import run_inprocess
+
+    write_cifar10(tmp_path / "cifar", per_batch=24)
+    common = {"task": "classify", "classify.user-shift": "none", "num-rounds": 1, "batch-size": 16,
+              "local-epochs": 1, "results-dir": str(tmp_path / "runs"), "node-wait-s": 1.0}
+    cifar = {**common, "dataset": "cifar10", "data-path": str(tmp_path / "cifar"), "num-clients": 3,
+             "partition.name": "dirichlet", "partition.alpha": 0.5, "partition.min-size": 5}
+    run_dir, grid = run_inprocess(cifar)
+    rows = run_dir.read_rows("clients.jsonl")
+    train = [row["num-examples"] for row in rows if row["phase"] == "train"]
+    test = [row["num-examples"] for row in rows if row["phase"] == "evaluate" and row["round"] == 1]
+    assert len(train) == 3 and sum(train) + sum(test) == 120  # the 5 training batches, all in clients
+    assert not any("error" in row for row in rows)
+    assert grid.sent[0].content.array_records["arrays"].to_torch_state_dict()["body.0.weight"].shape[1] == 3
+
+    from fedpersonal.config import parse_config
+    from fedpersonal.tasks import CONFIG_SECTIONS, get_task
+
+    write_femnist(tmp_path / "femnist")
+    femnist = parse_config({**common, "dataset": "femnist", "data-path": str(tmp_path / "femnist"), "num-clients": 3}, CONFIG_SECTIONS)
+    task = get_task("classify", femnist)
+    task.prepare_data(femnist)
+    writers = [task.client_data(femnist, client) for client in range(3)]
+    assert [data.num_train for data in writers] == [2, 3, 4]  # writers of 3, 4 and 5 samples
+    assert writers[2].train[0].shape[1:] == (1, 28, 28) and task.build_model()(writers[2].train[0].float()).shape == (4, 62)
+    with pytest.raises(ConfigError, match=r"'classify.user-shift' = 'corruption' is invalid with dataset 'cifar10'"):
+        run_inprocess({**cifar, "classify.user-shift": "corruption"})

@@ -16,6 +16,9 @@ Datasets (``dataset``; a registry, :data:`DATASETS`): ``shapes`` (alias ``synthe
 is the procedural generator of :mod:`fedpersonal.data.synthetic.shapes`, where every user also has
 its own palette, texture and style; ``digits`` is scikit-learn's bundled 8x8 digits, upsampled to
 16x16, whose pool is split once (seeded) into a user part (40% server, 60% users).
+``cifar10`` and ``femnist`` (:data:`PARTITIONED`, read from ``data-path``) are split among the
+clients by the ``partition`` section (IID, Dirichlet, pathological, shard, natural writers,
+quantity skew); they need ``classify.user-shift = "none"`` and have no server share (no DUA).
 
 The server's labelled data (DUA experts) comes from sources no client has: shapes styles of
 :data:`SERVER_SOURCES` server collections, or the server part of a pooled dataset.
@@ -34,8 +37,10 @@ from scipy.ndimage import zoom
 from torch import nn
 from torch.nn import functional as F
 
-from fedpersonal.config import RunConfig, require_choice, setting
+from fedpersonal.config import ConfigError, RunConfig, require_choice, setting
+from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.corruptions import CORRUPTIONS, corrupt
+from fedpersonal.data.federated import DataRequest, client_split, prepare
 from fedpersonal.data.synthetic import shapes
 from fedpersonal.models.cnn import SmallCNN
 from fedpersonal.tasks.base import ClientData, Task, Tensors
@@ -127,12 +132,42 @@ def _digits() -> tuple[Images, Labels]:
     return np.clip(np.rint(upsampled), 0, 255).astype(np.uint8)[:, None], data.labels
 
 
+def _no_server_share(cfg: RunConfig, role: str, source: int, count: int, classes: tuple[int, ...]) -> tuple[Images, Labels]:
+    raise ConfigError(
+        f"run config key 'dataset' = {cfg.dataset!r} is split among the clients by section 'partition' "
+        "and has no server share; expected a pooled dataset ('shapes', 'digits') for server-side data"
+    )
+
+
 SHAPES = ImageSource(3, shapes.NUM_CLASSES, _draw_shapes)
+# Real datasets whose clients are the partitions of section `partition` (fedpersonal.data.partition).
+PARTITIONED: dict[str, ImageSource] = {
+    "cifar10": ImageSource(3, 10, _no_server_share),
+    "femnist": ImageSource(1, 62, _no_server_share),
+}
 DATASETS: dict[str, ImageSource] = {
     "synthetic": SHAPES,
     "shapes": SHAPES,
     "digits": pooled(lambda cfg: _digits(), channels=1, num_classes=10),
+    **PARTITIONED,
 }
+
+
+def partition_request(cfg: RunConfig) -> DataRequest:
+    """The partitioned real data of the run; a ConfigError unless ``classify.user-shift`` is none."""
+    shift = classify_settings(cfg).user_shift
+    if shift != "none":
+        raise ConfigError(
+            f"run config key 'classify.user-shift' = {shift!r} is invalid with dataset {cfg.dataset!r}, whose "
+            "clients come from section 'partition'; expected 'none'"
+        )
+    return DataRequest.from_config(cfg)
+
+
+def image_tensors(samples: ImageSet) -> Tensors:
+    """(images uint8 (N, C, H, W), labels int64 (N,)) of a loaded image set."""
+    images = samples.images if samples.images.ndim == 4 else samples.images[..., None]
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(samples.labels)
 
 
 def classify_settings(cfg: RunConfig) -> ClassifySettings:
@@ -209,8 +244,16 @@ class ClassifyTask(Task):
         source = source_of(self.cfg)
         return SmallCNN(source.channels, source.num_classes, classify_settings(self.cfg).width)
 
+    def prepare_data(self, cfg: RunConfig) -> None:
+        """Decode, cache, partition and check a partitioned real dataset before clients start."""
+        if cfg.dataset in PARTITIONED:
+            prepare(partition_request(cfg))
+
     def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
-        """User ``partition_id`` in its domain, split into train/test."""
+        """User ``partition_id`` in its domain (or its partition of a real dataset), split into train/test."""
+        if cfg.dataset in PARTITIONED:
+            train, test = client_split(partition_request(cfg), partition_id)
+            return ClientData(image_tensors(train), image_tensors(test))
         domain = user_domain(cfg, partition_id)
         samples = domain_samples(cfg, domain, "user", partition_id, cfg.samples_per_client)
         if len(samples[0]) < 2:
