@@ -17,7 +17,7 @@ from simulations.matrix.collect import CellResult
 from simulations.reporting import benchmark_row, markdown_table
 
 CSV_COLUMNS = ("scenario", "algorithm", "metric", "better", "mean", "std", "worst_client", "worst10_mean", "seeds", "per_seed")
-ERROR_LINES = 12  # lines of a failed cell's error shown in summary.md
+ERROR_LINES = 12  # last lines of a failed cell's error (traceback) shown in summary.md
 
 
 def summary_rows(results: Sequence[CellResult]) -> list[dict[str, Any]]:
@@ -50,13 +50,13 @@ def write_csv(rows: Sequence[dict[str, Any]], target: Path) -> None:
 
 
 def failures_section(failures: Sequence[tuple[str, str]]) -> str:
-    """Markdown listing failed or unfinished cells with the start of their error."""
+    """Markdown listing failed cells with the end of their error."""
     if not failures:
         return ""
     parts = [f"## Cells without results ({len(failures)})\n"]
     for name, error in failures:
         lines = error.strip().splitlines() or ["(no error text)"]
-        shown = "\n".join(lines[:ERROR_LINES] + (["..."] if len(lines) > ERROR_LINES else []))
+        shown = "\n".join((["..."] if len(lines) > ERROR_LINES else []) + lines[-ERROR_LINES:])
         parts.append(f"**{name}**\n\n```\n{shown}\n```\n")
     return "\n".join(parts)
 
