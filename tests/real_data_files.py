@@ -1,4 +1,4 @@
-"""Writers of small, format-faithful copies of the real datasets, for the data-layer tests.
+"""Writers of small, format-faithful copies of the real datasets, and the private-cache fixture.
 
 Each writer reproduces the published on-disk layout (file names, MATLAB struct fields, pickle
 keys, json keys, pairs.txt structure) at a tiny scale and returns what it wrote.
@@ -11,8 +11,20 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.io
 from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty cache and a fresh per-process memo (import it to use it)."""
+    from fedpersonal.data.real import forget_loaded
+
+    monkeypatch.setenv("FEDPERSONAL_CACHE_DIR", str(tmp_path / "cache"))
+    forget_loaded()
+    yield
+    forget_loaded()
 
 
 def gaze_vector(pitch: float, yaw: float) -> list[float]:

@@ -12,17 +12,9 @@ from fedpersonal.data.__main__ import main as data_cli
 from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.errors import DataError
 from fedpersonal.data.real import forget_loaded
-from real_data_files import write_cifar10, write_femnist, write_mpiifacegaze, write_mpiigaze
+from real_data_files import private_cache, write_cifar10, write_femnist, write_mpiifacegaze, write_mpiigaze  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEDPERSONAL_CACHE_DIR", str(tmp_path / "cache"))
-    forget_loaded()
-    yield
-    forget_loaded()
 
 
 def test_cache_decodes_once_memory_maps_and_invalidates_on_change(tmp_path):

@@ -14,7 +14,8 @@ from fedpersonal.data.real.imagefolder import load_imagefolder
 from fedpersonal.data.real.lfw import load_lfw
 from fedpersonal.data.real.mpiifacegaze import load_mpiifacegaze
 from fedpersonal.data.real.mpiigaze import load_mpiigaze
-from real_data_files import (
+from real_data_files import (  # noqa: F401 (private_cache is an autouse fixture)
+    private_cache,
     write_cifar10,
     write_femnist,
     write_imagefolder,
@@ -22,16 +23,6 @@ from real_data_files import (
     write_mpiifacegaze,
     write_mpiigaze,
 )
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    from fedpersonal.data.real import forget_loaded
-
-    monkeypatch.setenv("FEDPERSONAL_CACHE_DIR", str(tmp_path / "cache"))
-    forget_loaded()
-    yield
-    forget_loaded()
 
 
 def test_mpiigaze_both_eyes_right_mirrored_with_yaw_negated(tmp_path):
