@@ -15,6 +15,7 @@ from torch import nn
 
 from fedpersonal.adaptation import AdaptSettings, adapt_model
 from fedpersonal.config import ConfigError, RunConfig, parse_config
+from fedpersonal.model_pool import pooled_initial_model
 from fedpersonal.params import load_arrays, select_keys, to_arrays
 from fedpersonal.tasks import CONFIG_SECTIONS as TASK_SECTIONS
 from fedpersonal.tasks import ClientData, Task, get_task
@@ -68,8 +69,9 @@ class ClientAlgorithm:
     personal_prefixes: tuple[str, ...] = ()
 
     def model_from(self, msg: Message) -> nn.Module:
-        """A model holding the arrays the server sent, and this client's personal part if any."""
-        model = self.task.build_model()
+        """A model holding the arrays the server sent, and this client's personal part if any
+        (a per-process model object, reset to the run's seeded initial weights first)."""
+        model = pooled_initial_model(self.task, self.cfg)
         load_arrays(model, msg.content.array_records["arrays"], strict=not self.personal_prefixes)
         personal = self.context.state.array_records.get("personal")
         if personal is not None:

@@ -24,6 +24,7 @@ from flwr.serverapp.strategy import Strategy
 from fedpersonal.checkpoint import load_checkpoint, restore_rng_states
 from fedpersonal.config import ConfigError, RunConfig, parse_config
 from fedpersonal.metrics.fairness import fairness_summary
+from fedpersonal.model_pool import seeded_model
 from fedpersonal.params import to_arrays
 from fedpersonal.results import RunDirectory
 from fedpersonal import tasks
@@ -93,8 +94,7 @@ RESUMABLE_CHANGES = {"resume", "num-rounds", "node-wait-s", "round-timeout-s", "
 def start_fresh(cfg: RunConfig, task: Task) -> tuple[RunDirectory, ArrayRecord]:
     """A new run directory and the seeded initial model."""
     random.seed(cfg.seed)  # Flower's node sampling uses the random module
-    torch.manual_seed(cfg.seed)
-    model = task.build_model()
+    model = task.initial_model(seeded_model(task, cfg.seed))
     run_dir = RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
     run_dir.write_json("config.json", run_facts(cfg, task))
     return run_dir, to_arrays(model)
