@@ -46,6 +46,11 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """A freshly initialised model (seed torch before calling for reproducibility)."""
 
+    def initial_model(self, model: nn.Module) -> nn.Module:
+        """The model the federation starts from, given a freshly seeded :meth:`build_model`
+        (default: that model; a task may pretrain it on the server, e.g. on public data)."""
+        return model
+
     @abstractmethod
     def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
         """The train/test data of client ``partition_id`` (cached per process)."""
