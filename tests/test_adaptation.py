@@ -13,6 +13,7 @@ from fedpersonal.adaptation.pseudo_label import confident_labels, pseudo_label
 from fedpersonal.adaptation.tent import mean_entropy, tent
 from fedpersonal.config import ConfigError, parse_config
 from fedpersonal.models.cnn import SmallCNN
+from fedpersonal.tasks.gaze import GazeSettings
 
 
 @pytest.fixture(autouse=True)
@@ -192,6 +193,11 @@ def test_adapt_settings_pipelines_and_task_checks():
     with pytest.raises(ConfigError, match=r"'adapt.method' = 'adabn\+tent' needs class probabilities, but task 'gaze'"):
         check_applies(AdaptSettings(method="adabn+tent"), get_task("gaze"))
     check_applies(AdaptSettings(method="adabn"), get_task("gaze"))
+    unlabelled = (torch.randint(0, 255, (8, 1, 36, 60), dtype=torch.uint8), torch.zeros(8, 2))
     with pytest.raises(ValueError, match="AdaBN adapts BatchNorm layers, but the model"):
-        adapt_model(get_task("gaze").build_model(), get_task("gaze"), (torch.zeros(2, 1, 36, 60), torch.zeros(2, 2)),
-                    AdaptSettings(method="adabn"), torch.Generator())
+        adapt_model(get_task("gaze").build_model(), get_task("gaze"), unlabelled, AdaptSettings(method="adabn"), torch.Generator())
+    # The gaze LeNet has BatchNorm on request, and then AdaBN applies to the regression.
+    gaze = get_task("gaze", parse_config({"gaze.batchnorm": True}, {"gaze": GazeSettings}))
+    model = gaze.build_model()
+    adapted = adapt_model(model, gaze, unlabelled, AdaptSettings(method="adabn"), torch.Generator())
+    assert len(batchnorm_layers(adapted)) == 2 and int(adapted.body[1].num_batches_tracked) == 1

@@ -40,6 +40,7 @@ class GazeSettings:
     evaluation_subset: bool = setting(
         False, "true (only MPIIGaze's official evaluation lists, 3000 samples per participant) or false (all)"
     )
+    batchnorm: bool = setting(False, "true (the LeNet with BatchNorm layers, for AdaBN) or false (MPIIGaze's LeNet)")
 
 
 def samples_to_tensors(samples: GazeSamples | GazeSet) -> Tensors:
@@ -86,8 +87,13 @@ class GazeTask(Task):
     datasets = ("synthetic", "mpiigaze", "mpiifacegaze")
 
     def build_model(self) -> nn.Module:
-        """A new :class:`GazeLeNet`."""
-        return GazeLeNet()
+        """A new :class:`GazeLeNet` (with BatchNorm when ``gaze.batchnorm``)."""
+        return GazeLeNet(batchnorm=self.cfg.sections.get("gaze", GazeSettings()).batchnorm)
+
+    def forward(self, model: nn.Module, inputs: Tensors) -> torch.Tensor:
+        """Predicted (pitch, yaw) of (images uint8, pose)."""
+        images, pose = inputs[:2]
+        return model(images.float() / 255.0, pose)
 
     def data_request(self, cfg: RunConfig) -> DataRequest | None:
         """The real-data request of the run (None for the embedded generator)."""
@@ -118,17 +124,13 @@ class GazeTask(Task):
 
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Mean squared error of the predicted (pitch, yaw)."""
-        images, pose, gaze = batch
-        return torch.mean((model(images.float() / 255.0, pose) - gaze) ** 2)
+        return torch.mean((self.forward(model, batch) - batch[2]) ** 2)
 
     def predict(self, model: nn.Module, tensors: Tensors) -> np.ndarray:
         """Predicted (pitch, yaw) for every sample, in evaluation mode."""
         model.eval()
         with torch.no_grad():
-            parts = [
-                model(images.float() / 255.0, pose)
-                for images, pose, _ in iterate_batches(tensors, EVAL_BATCH)
-            ]
+            parts = [self.forward(model, batch) for batch in iterate_batches(tensors, EVAL_BATCH)]
         return torch.cat(parts).numpy()
 
     def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
