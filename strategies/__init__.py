@@ -7,9 +7,10 @@ from collections.abc import Callable
 from flwr.serverapp.strategy import Strategy
 
 from fedpersonal.config import RunConfig, require_choice
-from strategies import dua, fedavg, fedopt
+from strategies import dua, face, fedavg, fedfr, fedopt
 
-STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {"fedavg": fedavg.build, "fedper": fedavg.build, **fedopt.BUILDERS, "dua": dua.build}
+STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {"fedavg": fedavg.build, "fedper": fedavg.build, **fedopt.BUILDERS, "dua": dua.build,
+    "fedfr": fedfr.build, "face-fedavg": face.build_fedavg, "face-finetune": face.build_fedavg, "face-local": face.build_local}
 # Run-config sections the server half of an algorithm reads: name -> settings dataclass.
 CONFIG_SECTIONS: dict[str, type] = {**fedopt.SECTIONS, "dua": dua.DUASettings}
 

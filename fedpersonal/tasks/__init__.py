@@ -6,11 +6,12 @@ from fedpersonal.config import RunConfig, require_choice
 from fedpersonal.data.partition import PartitionSettings
 from fedpersonal.tasks.base import ClientData, Task
 from fedpersonal.tasks.classify import ClassifySettings, ClassifyTask
+from fedpersonal.tasks.face import FaceSettings, FaceTask
 from fedpersonal.tasks.gaze import GazeSettings, GazeTask
 
-TASKS: dict[str, type[Task]] = {"gaze": GazeTask, "classify": ClassifyTask}
+TASKS: dict[str, type[Task]] = {"gaze": GazeTask, "classify": ClassifyTask, "face": FaceTask}
 # Run-config sections the tasks read (e.g. "face" -> its settings dataclass).
-CONFIG_SECTIONS: dict[str, type] = {"partition": PartitionSettings, "gaze": GazeSettings, "classify": ClassifySettings}
+CONFIG_SECTIONS: dict[str, type] = {"partition": PartitionSettings, "gaze": GazeSettings, "classify": ClassifySettings, "face": FaceSettings}
 
 
 def get_task(name: str, cfg: RunConfig | None = None) -> Task:

@@ -1,0 +1,79 @@
+"""Server halves of the face baselines: FedAvg of the backbone, generic evaluation on the server.
+
+:class:`FaceFedAvg` is Flower's FedAvg over what face clients return (the backbone only,
+weighted by ``num-examples``). Before each federated evaluation it evaluates the global backbone
+on the unseen identities (10-fold verification accuracy, TAR@FAR) and adds those metrics, as
+``unseen-<metric>``, to the evaluation aggregate; the round loop records them as
+``global-unseen-<metric>``. Generic evaluation is server-side because the unseen identities
+belong to no client, and so it runs once per round, not once per client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from torch import nn
+
+from fedpersonal.config import ConfigError, RunConfig
+from fedpersonal.params import load_arrays
+from fedpersonal.tasks.face import FaceTask
+from strategies.common import sampling_kwargs
+
+
+class FaceFedAvg(FedAvg):
+    """FedAvg of face backbones plus server-side generic evaluation on unseen identities."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        if cfg.task != "face":
+            raise ConfigError(f"run config key 'strategy' = {cfg.strategy!r} needs task 'face'; got task = {cfg.task!r}")
+        super().__init__(**sampling_kwargs(cfg))
+        self.task = FaceTask(cfg)
+        self.unseen: dict[str, float] = {}
+
+    def global_model(self, arrays: ArrayRecord) -> nn.Module:
+        """The backbone held by ``arrays``."""
+        model = self.task.build_model()
+        load_arrays(model, arrays)
+        return model
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Evaluate ``arrays`` on the unseen identities, then configure client evaluation."""
+        generic = self.task.unseen_metrics(self.global_model(arrays))
+        self.unseen = {f"unseen-{key}": value for key, value in generic.items()}
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """The clients' aggregate plus the generic metrics on unseen identities."""
+        aggregated = super().aggregate_evaluate(server_round, replies)
+        return MetricRecord({**dict(aggregated or {}), **self.unseen})
+
+
+class FaceLocalOnly(FaceFedAvg):
+    """Local-only training: clients share nothing, the global model stays the pretrained one."""
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global arrays; clients train their own backbones."""
+        self.current = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The unchanged global arrays and the clients' aggregated train metrics."""
+        _, metrics = super().aggregate_train(server_round, replies)
+        return self.current, metrics
+
+
+def build_fedavg(cfg: RunConfig) -> FaceFedAvg:
+    """``face-fedavg`` and ``face-finetune`` (they differ on the client only)."""
+    return FaceFedAvg(cfg)
+
+
+def build_local(cfg: RunConfig) -> FaceLocalOnly:
+    """``face-local``."""
+    return FaceLocalOnly(cfg)
