@@ -161,7 +161,7 @@ class FedYogiSettings(AdaptiveSettings):
 class FedAdagradSettings:
     """``[fedadagrad]``: Reddi's FedAdagrad (``beta1 = 0``: no momentum, as Flower and Keras)."""
 
-    server_lr: float = _server_lr(0.01)
+    server_lr: float = _server_lr(0.003162)
     beta1: float = _decay(0.0, "first-moment decay beta1")
     tau: float = _tau()
     initial_v: float = _initial_v()

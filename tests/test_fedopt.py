@@ -266,3 +266,28 @@ def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeyp
     resumed, _ = run_inprocess({**config, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed)})
     for key, value in torch.load(full.path / "model.pt").items():
         torch.testing.assert_close(torch.load(resumed.path / "model.pt")[key], value, rtol=0, atol=0)
+
+
+def test_scenarios_use_the_best_server_lr_of_the_recorded_grid_search():
+    import json
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from flwr.common.config import flatten_dict
+
+    root = Path(__file__).resolve().parents[1]
+    grid_rows = json.loads((root / "benchmarks" / "results" / "gaze_fedopt_grid.json").read_text())["rows"]
+    best: dict[str, tuple[float, float]] = {}
+    for row in grid_rows:
+        match = re.fullmatch(r"(\w+) server-lr=([\d.e-]+)", row["algorithm"])
+        if match and row["mean"] < best.get(match[1], (0.0, math.inf))[1]:
+            best[match[1]] = (float(match[2]), row["mean"])
+    defaults = parse_run_config({})
+    for name in ("fedavg", *best):
+        keys = flatten_dict(tomllib.loads((root / "simulations" / "scenarios" / f"gaze_{name}.toml").read_text()))
+        cfg = parse_run_config(keys)
+        assert cfg.strategy == name
+        if name in best:
+            assert cfg.section(name).server_lr == pytest.approx(best[name][0], rel=1e-3)
+            assert defaults.section(name).server_lr == pytest.approx(best[name][0], rel=1e-3)
