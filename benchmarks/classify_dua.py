@@ -59,6 +59,7 @@ ADAPTS = {"adabn": "AdaBN", "tent": "TENT", "adabn+pseudo-label": "AdaBN + pseud
 MERGES = {("mas", "none"): "DUA-MAS", ("fisher", "none"): "DUA-Fisher",
           ("mas", "max"): "DUA-MAS (max-norm)", ("fisher", "max"): "DUA-Fisher (max-norm)"}
 ACCURACY = "accuracy on shifted users (test split)"
+FAMILIES = ("generic", *MERGES.values(), "mean-IMM (uniform merge)", "own-domain expert (oracle)")
 GAZE = {"task": "gaze", "samples-per-client": 400, "batch-size": 32}
 GAZE_EPOCHS, GAZE_UNSEEN = 4, 10
 GAZE_SHIFTS = ("brightness", "contrast", "gaussian-noise")
@@ -167,9 +168,15 @@ def gaze_seed(seed: int) -> PerUser:
     return results
 
 
+def family_order(name: str) -> tuple[int, int, str]:
+    """Rows grouped by model (:data:`FAMILIES`), each without adaptation first."""
+    family = name.split(" + ")[0]
+    return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), name.count(" + "), name)
+
+
 def rows_of(per_seed_users: dict[int, PerUser], metric: str, better: str) -> list[dict[str, Any]]:
     """One benchmark row per method: mean over users per seed, worst user, worst 10%."""
-    names = per_seed_users[next(iter(per_seed_users))]
+    names = sorted(per_seed_users[next(iter(per_seed_users))], key=family_order)
     return [
         benchmark_row(name, metric, {s: float(np.mean(u[name])) for s, u in per_seed_users.items()}, better,
                       {s: u[name] for s, u in per_seed_users.items()})

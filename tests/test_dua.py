@@ -93,3 +93,14 @@ def test_dua_config_errors_name_the_key():
         build_strategy(parse_run_config({"strategy": "dua", "dua.importance": "fisher"}))
     with pytest.raises(ConfigError, match=r"'dua.experts-path' = '/nonexistent/experts.pt'"):
         build_strategy(parse_run_config({"task": "classify", "strategy": "dua", "dua.experts-path": "/nonexistent/experts.pt"}))
+
+
+def test_the_dua_scenario_is_a_valid_run_config():
+    import tomllib
+    from pathlib import Path
+
+    from flwr.common.config import flatten_dict
+
+    scenario = Path(__file__).resolve().parents[1] / "simulations" / "scenarios" / "classify_dua.toml"
+    cfg = parse_run_config(flatten_dict(tomllib.loads(scenario.read_text())))
+    assert (cfg.task, cfg.strategy, cfg.section("adapt").method, cfg.section("dua").importance) == ("classify", "dua", "adabn", "mas")
