@@ -18,7 +18,7 @@ FACE = {
     "grad-clip": 0.0, "test-fraction": 0.3, "face.identities-min": 5, "face.identities-max": 5,
     "face.images-per-identity": 20, "face.public-identities": 20, "face.public-images-per-identity": 3,
     "face.unseen-identities": 20, "face.unseen-images-per-identity": 3, "face.pretrain-epochs": 4,
-    "face.first-epochs": 10, "face.min-epochs": 6,
+    "face.first-epochs": 10, "face.epoch-decrease": 8, "face.min-epochs": 2,  # 10 epochs, then 2
 }
 BACKBONE_KEYS = set(FaceEmbeddingNet().state_dict())
 
@@ -128,6 +128,22 @@ def test_fedavg_baseline_sends_backbones_and_evaluates_the_global_model(tmp_path
     assert all(r["personalized-tar@far=0.1"] == r["tar@far=0.1"] for r in rows)
 
 
-def test_face_algorithms_need_the_face_task():
+def test_face_algorithms_and_the_face_task_go_together():
     with pytest.raises(ConfigError, match=r"'strategy' = 'fedfr' needs task 'face'; got task = 'gaze'"):
         run_inprocess({"strategy": "fedfr", "num-clients": 2})
+    with pytest.raises(ConfigError, match=r"'strategy' = 'fedavg' cannot train task 'face' .*; choose one of \['face-fedavg'"):
+        run_inprocess({**FACE, "strategy": "fedavg"})
+
+
+def test_the_face_scenario_is_the_benchmark_config():
+    import tomllib
+    from pathlib import Path
+
+    from flwr.common.config import flatten_dict
+
+    from benchmarks.face_fedfr import parse_args, scenario
+
+    root = Path(__file__).resolve().parents[1]
+    declared = parse_run_config(flatten_dict(tomllib.loads((root / "simulations/scenarios/face_fedfr.toml").read_text())))
+    benchmark = parse_run_config({**scenario(parse_args([])), "strategy": "fedfr"})
+    assert declared == benchmark

@@ -133,6 +133,13 @@ class VerificationPairs:
     folds: np.ndarray
 
 
+def _from_many_cameras(
+    seed: int, namespace: int, identities: int, per_identity: int, settings: FaceSettings, heterogeneity: float
+) -> faces.FaceSamples:
+    """A collection gathered from many devices: every image from a random camera."""
+    return faces.generate_faces(seed, namespace, 0, identities, per_identity, settings.image_size, heterogeneity=heterogeneity)
+
+
 class SyntheticFaces:
     """The embedded face generator as a face data source."""
 
@@ -149,20 +156,14 @@ class SyntheticFaces:
     @lru_cache(maxsize=4)
     def public(seed: int, settings: FaceSettings, heterogeneity: float) -> Tensors:
         """The server's public identities, each image from a random camera."""
-        samples = faces.generate_faces(
-            seed, faces.PUBLIC, 0, settings.public_identities, settings.public_images_per_identity,
-            settings.image_size, heterogeneity=heterogeneity,
-        )
+        samples = _from_many_cameras(seed, faces.PUBLIC, settings.public_identities, settings.public_images_per_identity, settings, heterogeneity)
         return to_tensors(samples)
 
     @staticmethod
     @lru_cache(maxsize=4)
     def verification(seed: int, settings: FaceSettings, heterogeneity: float) -> VerificationPairs:
         """Unseen identities: all genuine pairs and as many random impostor pairs."""
-        samples = faces.generate_faces(
-            seed, faces.UNSEEN, 0, settings.unseen_identities, settings.unseen_images_per_identity,
-            settings.image_size, heterogeneity=heterogeneity,
-        )
+        samples = _from_many_cameras(seed, faces.UNSEEN, settings.unseen_identities, settings.unseen_images_per_identity, settings, heterogeneity)
         first, second, genuine = fm.all_pairs(samples.labels)
         rng = np.random.default_rng([seed, faces.UNSEEN, 1])
         impostors = rng.choice(np.flatnonzero(~genuine), size=int(genuine.sum()), replace=False)
@@ -175,6 +176,9 @@ class SyntheticFaces:
 
 # Face data sources by run-config `dataset`.
 FACE_DATASETS = {"synthetic": SyntheticFaces}
+# The algorithms that train the face task (each client keeps a personal classifier: the task has
+# no loss of its own).
+FACE_STRATEGIES = ("fedfr", "face-fedavg", "face-finetune", "face-local")
 
 
 @lru_cache(maxsize=4)
@@ -248,12 +252,17 @@ class FaceTask(Task):
         s = self.settings
         return max(s.min_epochs, s.first_epochs - s.epoch_decrease * (server_round - 1))
 
+    def prepare_data(self, cfg: RunConfig) -> None:
+        """Stop a run whose strategy cannot train faces before anything trains."""
+        if cfg.strategy not in FACE_STRATEGIES:
+            raise ConfigError(
+                f"run config key 'strategy' = {cfg.strategy!r} cannot train task 'face' (it needs a "
+                f"personal classifier on every client); choose one of {sorted(FACE_STRATEGIES)}"
+            )
+
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Not defined: the margin softmax needs each client's own classifier (clients/face.py)."""
-        raise ConfigError(
-            "task 'face' trains a personal classifier on every client; run config key 'strategy' "
-            "must name a face algorithm (fedfr, face-fedavg, face-finetune, face-local)"
-        )
+        raise ConfigError(f"task 'face' trains with a personal classifier on every client; use a strategy of {list(FACE_STRATEGIES)}")
 
     def personal_rates(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """FARs and FPIRs that the smallest possible client's test split supports."""
