@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
@@ -53,7 +54,7 @@ class DUASettings:
 class DUA(FedAvg):
     """Per-node messages: all experts out, Omega back, each node's merged model out to it alone."""
 
-    def __init__(self, experts: ExpertSet, settings: DUASettings, **kwargs) -> None:
+    def __init__(self, experts: ExpertSet, settings: DUASettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.experts, self.settings = experts, settings
         self.generic = ArrayRecord(experts.generic)

@@ -41,6 +41,7 @@ from fedpersonal.config import ConfigError, RunConfig, require_choice, setting
 from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.corruptions import CORRUPTIONS, corrupt
 from fedpersonal.data.federated import DataRequest, client_split, prepare
+from fedpersonal.data.real.digits import load_digits
 from fedpersonal.data.synthetic import shapes
 from fedpersonal.models.cnn import SmallCNN
 from fedpersonal.tasks.base import ClientData, Task, Tensors
@@ -125,8 +126,6 @@ def pooled(load: Callable[[RunConfig], tuple[Images, Labels]], channels: int, nu
 
 @lru_cache(maxsize=1)
 def _digits() -> tuple[Images, Labels]:
-    from fedpersonal.data.real.digits import load_digits
-
     data = load_digits()
     upsampled = zoom(data.images.astype(np.float32), (1, 2, 2), order=1)
     return np.clip(np.rint(upsampled), 0, 255).astype(np.uint8)[:, None], data.labels
