@@ -95,13 +95,14 @@ def plot(curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for algorithm, _, _ in ALGORITHMS[1:]:
+    for index, (algorithm, _, _) in enumerate(ALGORITHMS[1:]):
+        style = {"marker": "o", "color": f"C{index}"}
         personal = np.mean(curves[(algorithm, "personal")], axis=0)
-        axes[0].plot(range(len(personal)), personal, marker="o", label=algorithm)
+        axes[0].plot(range(len(personal)), personal, label=algorithm, **style)
         if algorithm != "FedAvg + FT":  # the same global model as FedAvg
             generic = np.mean(curves[(algorithm, "generic")], axis=0)
             label = "FedAvg, FedAvg + FT" if algorithm == "FedAvg" else algorithm
-            axes[1].plot(range(len(generic)), generic, marker="o", label=label)
+            axes[1].plot(range(len(generic)), generic, label=label, **style)
     axes[0].set(title="personalized TAR@FAR=0.01 (own identities)", xlabel="round")
     axes[1].set(title="generic verification accuracy (unseen identities)", xlabel="round")
     for axis in axes:

@@ -174,7 +174,10 @@ class SyntheticFaces:
         )
 
 
-# Face data sources by run-config `dataset`.
+# Face data sources by run-config `dataset`. A source (like SyntheticFaces) provides, with hashable
+# arguments: client(seed, settings, heterogeneity, test_fraction, client) -> ClientData of
+# (images uint8 (N, 1, S, S), labels 0..K-1); public(seed, settings, heterogeneity) -> (images,
+# labels); verification(seed, settings, heterogeneity) -> VerificationPairs.
 FACE_DATASETS = {"synthetic": SyntheticFaces}
 # The algorithms that train the face task (each client keeps a personal classifier: the task has
 # no loss of its own).
@@ -182,12 +185,12 @@ FACE_STRATEGIES = ("fedfr", "face-fedavg", "face-finetune", "face-local")
 
 
 @lru_cache(maxsize=4)
-def pretrain(seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int) -> tuple[dict, torch.Tensor]:
+def pretrain(source: type, seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int) -> tuple[dict, torch.Tensor]:
     """The server's generic model: CosFace (s=10, m=0.2) on the public identities, seeded.
 
     Returns the backbone's state dict and the public classifier rows (cached per process).
     """
-    images, labels = SyntheticFaces.public(seed, settings, heterogeneity)
+    images, labels = source.public(seed, settings, heterogeneity)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = FaceEmbeddingNet()
@@ -211,7 +214,7 @@ class FaceTask(Task):
     """Face embeddings trained with CosFace; personalized and generic recognition metrics."""
 
     name = "face"
-    metric = "tar@far=0.01"  # personalized 1:1 TAR at FAR 1e-2 on the client's own identities
+    metric = "tar@far=0.01"  # 1:1 TAR at FAR 1e-2 on the client's own identities
     better = "higher"
     datasets = tuple(FACE_DATASETS)
 
@@ -224,18 +227,21 @@ class FaceTask(Task):
     def _data_key(self) -> tuple[int, FaceSettings, float]:
         return self.cfg.seed, self.settings, self.cfg.heterogeneity
 
+    def _pretrained(self) -> tuple[dict, torch.Tensor]:
+        return pretrain(self.source, *self._data_key(), self.cfg.batch_size)
+
     def build_model(self) -> nn.Module:
         """A new, randomly initialised :class:`FaceEmbeddingNet`."""
         return FaceEmbeddingNet()
 
     def initial_model(self, model: nn.Module) -> nn.Module:
         """``model`` holding the generic backbone pretrained on the public identities."""
-        model.load_state_dict(pretrain(*self._data_key(), self.cfg.batch_size)[0])
+        model.load_state_dict(self._pretrained()[0])
         return model
 
     def public_classifier(self) -> torch.Tensor:
         """The pretrained public classifier rows (one per public identity)."""
-        return pretrain(*self._data_key(), self.cfg.batch_size)[1]
+        return self._pretrained()[1]
 
     def public_data(self) -> Tensors:
         """The server's public images and their identity labels."""
