@@ -97,8 +97,7 @@ def write_benchmark(
     notes: str = "",
     results_dir: Path = RESULTS_DIR,
 ) -> Path:
-    """Write ``<name>.json`` and ``<name>.md``; returns the JSON path."""
-    results_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``<name>.json`` (DESIGN §8 rows) and ``<name>.md``; returns the JSON path."""
     payload = {
         "name": name,
         "command": command,
@@ -108,12 +107,19 @@ def write_benchmark(
         "rows": list(rows),
         "notes": notes,
     }
+    return write_json_result(name, payload, f"{markdown_table(rows)}\n\n{notes}", results_dir)
+
+
+def write_json_result(name: str, payload: Mapping[str, Any], body: str, results_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``payload`` (with ``command``, ``machine``, ``created``) as ``<name>.json`` and a
+    ``<name>.md`` holding ``body`` and where it was measured; returns the JSON path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
     target = results_dir / f"{name}.json"
     target.write_text(json.dumps(payload, indent=2) + "\n")
     machine = payload["machine"]
     (results_dir / f"{name}.md").write_text(
-        f"# {name}\n\n`{command}`\n\n{markdown_table(rows)}\n\n"
+        f"# {name}\n\n`{payload['command']}`\n\n{body}\n\n"
         f"Machine: {machine['cores']} cores, {machine['ram_gib']} GiB, torch {machine['torch']}, "
-        f"flwr {machine['flwr']}; created {payload['created']}.\n\n{notes}\n"
+        f"flwr {machine['flwr']}; created {payload['created']}.\n"
     )
     return target
