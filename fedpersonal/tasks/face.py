@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedpersonal.config import ConfigError, RunConfig, require_choice, setting
+from fedpersonal.data.containers import ImageSet, VerificationSet
+from fedpersonal.data.errors import DataError
+from fedpersonal.data.federated import DataRequest, client_split, federated, prepare
+from fedpersonal.data.real import load_dataset
+from fedpersonal.data.real.lfw import LAYOUT as LFW_LAYOUT
 from fedpersonal.data.synthetic import faces
 from fedpersonal.losses.face import cosface_loss
 from fedpersonal.metrics import face as fm
@@ -43,6 +49,7 @@ PUBLIC_FEATURES = "public-features"  # FedFR: ArrayRecord of public features and
 # set, so the server uses a milder margin softmax (directions of its rows are what clients use).
 PRETRAIN_SCALE, PRETRAIN_MARGIN = 10.0, 0.2
 PRETRAIN_MOMENTUM, PRETRAIN_WEIGHT_DECAY = 0.9, 5e-4
+LFW_CROP = 150  # centre crop of LFW's 250x250 images (the face) before resizing
 
 
 def _at_least(minimum: int):
@@ -68,6 +75,7 @@ class FaceSettings:
     min_epochs: int = setting(4, "an integer >= 1 (local epochs never fall below)", _at_least(1))
     cosface_scale: float = setting(30.0, "a number > 0 (CosFace s)", lambda v: v > 0)
     cosface_margin: float = setting(0.4, "a number in [0, 1) (CosFace m)", lambda v: 0 <= v < 1)
+    lfw_path: str = setting("", "the LFW directory (pairs.txt and lfw/Name/Name_0001.jpg); needed by dataset 'imagefolder'")
 
 
 def test_images_per_identity(settings: FaceSettings, test_fraction: float) -> int:
@@ -143,6 +151,15 @@ def _from_many_cameras(
 class SyntheticFaces:
     """The embedded face generator as a face data source."""
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> type[SyntheticFaces]:
+        """The generator needs nothing beyond the arguments of its methods."""
+        return cls
+
+    @staticmethod
+    def prepare() -> None:
+        """Nothing to decode or check."""
+
     @staticmethod
     @lru_cache(maxsize=64)
     def client(seed: int, settings: FaceSettings, heterogeneity: float, test_fraction: float, client: int) -> ClientData:
@@ -174,11 +191,97 @@ class SyntheticFaces:
         )
 
 
-# Face data sources by run-config `dataset`. A source (like SyntheticFaces) provides, with hashable
-# arguments: client(seed, settings, heterogeneity, test_fraction, client) -> ClientData of
-# (images uint8 (N, 1, S, S), labels 0..K-1); public(seed, settings, heterogeneity) -> (images,
-# labels); verification(seed, settings, heterogeneity) -> VerificationPairs.
-FACE_DATASETS = {"synthetic": SyntheticFaces}
+def renumbered(labels: np.ndarray) -> torch.Tensor:
+    """Identity labels renumbered 0..K-1 in identity order."""
+    _, index = np.unique(labels, return_inverse=True)
+    return torch.from_numpy(index.astype(np.int64).reshape(-1))
+
+
+def identity_tensors(samples: ImageSet) -> Tensors:
+    """(images uint8 (N, 1, S, S), labels renumbered 0..K-1)."""
+    return torch.from_numpy(samples.images[:, None]), renumbered(samples.labels)
+
+
+@dataclass(frozen=True)
+class ImageFolderFaces:
+    """A real face tree (ImageFolder layout, e.g. CASIA-WebFace) as a face data source.
+
+    Clients hold disjoint identities (``partition.name = 'natural'``, ``partition.users-per-client``
+    each, train/test by ``test-fraction``); the identities no client got are the server's public
+    set; LFW's 10-fold pairs at ``face.lfw-path`` give the generic evaluation. Images are decoded
+    to grayscale ``face.image-size`` squares (LFW centre-cropped to 150 pixels first).
+    """
+
+    request: DataRequest
+    lfw_path: str
+    image_size: int
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> ImageFolderFaces:
+        """The source of run ``cfg`` (its data-path, partition section and face section)."""
+        settings = face_settings(cfg)
+        size = (settings.image_size, settings.image_size)
+        return cls(DataRequest.from_config(cfg, size=size, gray=True), settings.lfw_path, settings.image_size)
+
+    def prepare(self) -> None:
+        """Decode, cache and check the tree, its partition and LFW (server, before training)."""
+        if self.request.partition.name != "natural":
+            raise ConfigError(
+                f"run config key 'partition.name' = {self.request.partition.name!r} would share identities "
+                f"between face clients; expected 'natural' for dataset '{self.request.dataset}'"
+            )
+        prepare(self.request)
+        self._lfw()
+
+    def _lfw(self) -> VerificationSet:
+        if not self.lfw_path:
+            raise ConfigError(f"run config key 'face.lfw-path' is empty; dataset '{self.request.dataset}' needs {LFW_LAYOUT}")
+        if not Path(self.lfw_path).expanduser().is_dir():
+            raise DataError(f"run config key 'face.lfw-path' = {self.lfw_path!r} is not a directory; expected {LFW_LAYOUT}")
+        return load_dataset("lfw", self.lfw_path, size=(self.image_size, self.image_size), crop=LFW_CROP, gray=True)
+
+    def client(self, seed: int, settings: FaceSettings, heterogeneity: float, test_fraction: float, client: int) -> ClientData:
+        """Client ``client``'s identities (labels 0..K-1 shared by its train and test split)."""
+        train, test = client_split(self.request, client)
+        labels = renumbered(np.concatenate([train.labels, test.labels]))
+        return ClientData(
+            (torch.from_numpy(train.images[:, None]), labels[: len(train)]),
+            (torch.from_numpy(test.images[:, None]), labels[len(train) :]),
+        )
+
+    @lru_cache(maxsize=4)
+    def public(self, seed: int, settings: FaceSettings, heterogeneity: float) -> Tensors:
+        """The identities no client got (a DataError when the clients took every identity)."""
+        data, partition = federated(self.request)
+        if not partition.unseen:
+            raise DataError(
+                f"run config key 'data-path' = {self.request.path!r} has {len(np.unique(data.labels))} identities and "
+                "the clients (num-clients x partition.users-per-client) take them all; expected some left for "
+                "the server's public set"
+            )
+        return identity_tensors(data.subset(np.concatenate(partition.unseen)))
+
+    @lru_cache(maxsize=4)
+    def verification(self, seed: int, settings: FaceSettings, heterogeneity: float) -> VerificationPairs:
+        """LFW's pairs, genuine flags and folds."""
+        lfw = self._lfw()
+        return VerificationPairs(
+            torch.from_numpy(np.array(lfw.images[:, None])), lfw.pairs[:, 0], lfw.pairs[:, 1], lfw.same, lfw.folds
+        )
+
+
+# Face data sources by run-config `dataset`; `from_config(cfg)` gives the run's source (see
+# `face_source`). A source (like SyntheticFaces) provides, with hashable arguments:
+# prepare() (server, before training); client(seed, settings, heterogeneity, test_fraction,
+# client) -> ClientData of (images uint8 (N, 1, S, S), labels 0..K-1); public(seed, settings,
+# heterogeneity) -> (images, labels 0..P-1); verification(seed, settings, heterogeneity) -> VerificationPairs.
+FACE_DATASETS = {"synthetic": SyntheticFaces, "imagefolder": ImageFolderFaces}
+
+
+def face_source(cfg: RunConfig):
+    """The face data source of run ``cfg`` (a ConfigError names an unknown ``dataset``)."""
+    require_choice("dataset", cfg.dataset, tuple(FACE_DATASETS))
+    return FACE_DATASETS[cfg.dataset].from_config(cfg)
 # The algorithms that train the face task (each client keeps a personal classifier: the task has
 # no loss of its own).
 FACE_STRATEGIES = ("fedfr", "face-fedavg", "face-finetune", "face-local")
@@ -194,7 +297,7 @@ def pretrain(source: type, seed: int, settings: FaceSettings, heterogeneity: flo
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = FaceEmbeddingNet()
-        classifier = CosineClassifier(F.normalize(torch.randn(settings.public_identities, EMBEDDING_DIM), dim=1))
+        classifier = CosineClassifier(F.normalize(torch.randn(int(labels.max()) + 1, EMBEDDING_DIM), dim=1))
         module = nn.ModuleDict({"net": model, "classifier": classifier})
 
         def loss(_: nn.Module, batch: Tensors) -> torch.Tensor:
@@ -222,7 +325,7 @@ class FaceTask(Task):
         super().__init__(cfg)
         require_choice("dataset", self.cfg.dataset, self.datasets)
         self.settings = face_settings(self.cfg)
-        self.source = FACE_DATASETS[self.cfg.dataset]
+        self.source = face_source(self.cfg)
 
     def _data_key(self) -> tuple[int, FaceSettings, float]:
         return self.cfg.seed, self.settings, self.cfg.heterogeneity
@@ -249,9 +352,7 @@ class FaceTask(Task):
 
     def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
         """Client ``partition_id``'s own identities, split per identity into train/test."""
-        require_choice("dataset", cfg.dataset, self.datasets)
-        settings = face_settings(cfg)
-        return FACE_DATASETS[cfg.dataset].client(cfg.seed, settings, cfg.heterogeneity, cfg.test_fraction, partition_id)
+        return face_source(cfg).client(cfg.seed, face_settings(cfg), cfg.heterogeneity, cfg.test_fraction, partition_id)
 
     def local_epochs(self, server_round: int) -> int:
         """Local epochs of round ``server_round`` (1-based): first, then fewer, down to a floor."""
@@ -265,6 +366,7 @@ class FaceTask(Task):
                 f"run config key 'strategy' = {cfg.strategy!r} cannot train task 'face' (it needs a "
                 f"personal classifier on every client); choose one of {sorted(FACE_STRATEGIES)}"
             )
+        face_source(cfg).prepare()
 
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Not defined: the margin softmax needs each client's own classifier (clients/face.py)."""
