@@ -8,6 +8,10 @@ them (:meth:`FaceTask.initial_model`): every face algorithm starts from that mod
 identities (disjoint from both) give the generic evaluation: verification pairs (all genuine
 pairs plus as many random impostor pairs), evaluated on the server.
 
+Real data (``dataset = "imagefolder"``, :class:`ImageFolderFaces`): a face tree at ``data-path``
+(e.g. CASIA-WebFace) split by identity (``partition.users-per-client`` per client), its leftover
+identities public, and LFW's 10-fold pairs at ``face.lfw-path`` as the generic evaluation.
+
 Metrics (:mod:`fedpersonal.metrics.face`):
 
 * :meth:`FaceTask.client_metrics` (a client's model on its own identities): 1:1 TAR@FAR over all
@@ -278,7 +282,7 @@ class ImageFolderFaces:
 FACE_DATASETS = {"synthetic": SyntheticFaces, "imagefolder": ImageFolderFaces}
 
 
-def face_source(cfg: RunConfig):
+def face_source(cfg: RunConfig) -> type[SyntheticFaces] | ImageFolderFaces:
     """The face data source of run ``cfg`` (a ConfigError names an unknown ``dataset``)."""
     require_choice("dataset", cfg.dataset, tuple(FACE_DATASETS))
     return FACE_DATASETS[cfg.dataset].from_config(cfg)
