@@ -243,23 +243,12 @@ def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
 
 def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeypatch):
     from fedpersonal.checkpoint import CHECKPOINT
-    from simulations.loop import RoundLoop
+    from crashing import crash_in_round
 
     config = {"strategy": "fedyogi", "num-clients": 2, "num-rounds": 2, "samples-per-client": 40,
               "local-epochs": 1, "fedyogi.server-lr": 0.01}
     full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
-    original = RoundLoop.train
-
-    def crash_in_round_2(self, server_round, arrays):
-        if server_round == 2:
-            raise KeyboardInterrupt("killed")
-        return original(self, server_round, arrays)
-
-    monkeypatch.setattr(RoundLoop, "train", crash_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_inprocess({**config, "results-dir": str(tmp_path / "crashed")})
-    monkeypatch.setattr(RoundLoop, "train", original)
-    (crashed,) = (tmp_path / "crashed").iterdir()
+    crashed = crash_in_round(monkeypatch, {**config, "results-dir": str(tmp_path / "crashed")}, 2)
     saved = torch.load(crashed / CHECKPOINT, weights_only=False)["strategy"]
     assert saved["optimizer"]["state"][0]["step"] == 1 and saved["optimizer"]["state"][0]["v"].abs().sum() > 0
 

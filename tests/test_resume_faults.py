@@ -9,7 +9,7 @@ from clients.fedavg import FedAvgClient
 from fedpersonal.checkpoint import CHECKPOINT, load_client_state, save_client_state
 from fedpersonal.config import ConfigError
 from simulations.inprocess import run_inprocess
-from simulations.loop import RoundLoop
+from crashing import crash_in_round
 
 SMALL = {"num-clients": 3, "num-rounds": 3, "samples-per-client": 80, "fraction-train": 0.67}
 
@@ -41,19 +41,7 @@ def without_time(rows):
 
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, counting):
     full, _ = run_inprocess({**counting, "results-dir": str(tmp_path / "full")})
-
-    original_train = RoundLoop.train
-
-    def crash_in_round_3(self, server_round, arrays):
-        if server_round == 3:
-            raise KeyboardInterrupt("killed")
-        return original_train(self, server_round, arrays)
-
-    monkeypatch.setattr(RoundLoop, "train", crash_in_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        run_inprocess({**counting, "results-dir": str(tmp_path / "crashed")})
-    monkeypatch.setattr(RoundLoop, "train", original_train)
-    (crashed_dir,) = (tmp_path / "crashed").iterdir()
+    crashed_dir = crash_in_round(monkeypatch, {**counting, "results-dir": str(tmp_path / "crashed")}, 3)
     assert torch.load(crashed_dir / CHECKPOINT, weights_only=False)["round"] == 2
     from fedpersonal.results import RunDirectory
 
