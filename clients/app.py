@@ -2,7 +2,7 @@
 
 Around every call it restores the client's personal state when a resumed run starts, applies the
 simulated device faults (section ``faults``) to training, persists the personal state to the run
-directory, and tags the reply with the Ray node that executed it (when running on Ray).
+directory after training, and tags the reply with the Ray node that executed it (when running on Ray).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     if kind == "train":
         apply_faults(client.cfg.section("faults"), client.cfg.seed, client.partition_id, server_round)
     reply = client.train(msg) if kind == "train" else client.evaluate(msg)
-    if context.state and config.get("run-dir"):
+    # Algorithms change their personal state only while training; evaluation would rewrite it unchanged.
+    if kind == "train" and context.state and config.get("run-dir"):
         save_client_state(Path(str(config["run-dir"])), client.partition_id, server_round, context.state)
     node = ray_node_id()
     if node and not reply.has_error():
