@@ -193,10 +193,16 @@ def assign(
     return parts[:clients], parts[clients:]
 
 
+def test_count(count: int, test_fraction: float) -> int:
+    """How many of ``count`` samples a client holds out: ``test_fraction`` of them, at least one,
+    and never all (one stays for training)."""
+    return min(max(1, round(count * test_fraction)), count - 1)
+
+
 def split_client(indices: Indices, test_fraction: float, seed: int, client: int) -> tuple[Indices, Indices]:
     """Shuffle a client's indices (seeded by client) and hold out ``test_fraction`` (>= 1 sample)."""
     shuffled = np.random.default_rng([seed, 3, client]).permutation(indices)
-    num_test = min(max(1, round(len(shuffled) * test_fraction)), len(shuffled) - 1)
+    num_test = test_count(len(shuffled), test_fraction)
     return shuffled[num_test:], shuffled[:num_test]
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from fedpersonal.config import RunConfig, require_choice, setting
 from fedpersonal.data.containers import GazeSet
+from fedpersonal.data.partition import test_count
 from fedpersonal.data.federated import DataRequest, client_split, prepare, unseen_split
 from fedpersonal.data.synthetic.eyes import HEIGHT, WIDTH, GazeSamples, generate_user
 from fedpersonal.metrics.angular import angular_error_deg
@@ -55,8 +56,7 @@ def samples_to_tensors(samples: GazeSamples | GazeSet) -> Tensors:
 def split_train_test(tensors: Tensors, test_fraction: float) -> ClientData:
     """First samples train, last ``test_fraction`` test (samples are drawn i.i.d. per user)."""
     count = len(tensors[0])
-    num_test = min(max(1, round(count * test_fraction)), count - 1)
-    cut = count - num_test
+    cut = count - test_count(count, test_fraction)
     return ClientData(tuple(t[:cut] for t in tensors), tuple(t[cut:] for t in tensors))
 
 
