@@ -6,8 +6,10 @@ Classification (task ``classify``, shapes, ``user-shift = "corruption"``: DUA's 
 users, each with its own palette/texture/style *and* its own corruption (one of the eight of
 ``classify.corruptions``). The server trains a generic model on clean labelled data and one expert
 per corruption (fine-tuned from it) on labelled server data whose styles no user has. Through the
-real strategy and client (:func:`simulations.inprocess.run_inprocess`, ``strategy = "dua"``,
-experts trained once per seed and passed with ``dua.experts-path``): round 0 evaluates the generic
+real strategy and client (``strategy = "dua"``, experts trained once per seed and passed with
+``dua.experts-path``), as one strategy-comparison matrix (:func:`simulations.matrix.run_matrix`)
+kept under ``--out`` (default ``runs/benchmarks/classify_dua``, with the experts; rerunning reuses
+both, delete the folder after changing this script's settings): round 0 evaluates the generic
 model on every user's test split, round 1 the user's merged model; ``adapt.method`` adds the
 local step (personalized metrics). Adaptation uses the user's unlabelled training split. Plain
 loops add two references: the user's own-domain expert (an oracle that knows the corruption) and
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fedpersonal.adaptation import AdaptSettings, adapt_model  # noqa: E402
-from fedpersonal.adaptation.experts import ExpertSet, save_experts, train_experts  # noqa: E402
+from fedpersonal.adaptation.experts import ExpertSet, load_experts, save_experts, train_experts  # noqa: E402
 from fedpersonal.adaptation.imm import imm_merge  # noqa: E402
 from fedpersonal.config import RunConfig  # noqa: E402
 from fedpersonal.data.corruptions import corrupt  # noqa: E402
@@ -44,8 +45,8 @@ from fedpersonal.tasks import get_task  # noqa: E402
 from fedpersonal.tasks.base import ClientData, Task  # noqa: E402
 from fedpersonal.tasks.classify import user_domain  # noqa: E402
 from fedpersonal.training import Tensors, sgd_optimizer, train_epochs  # noqa: E402
-from simulations.inprocess import run_inprocess  # noqa: E402
-from simulations.reporting import benchmark_row, invocation, write_benchmark  # noqa: E402
+from simulations.matrix import Cell, Variant, plan_cells, run_matrix  # noqa: E402
+from simulations.reporting import MATRIX_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
 
 USERS = 8
@@ -73,21 +74,34 @@ def evaluated(run_dir: Any, server_round: int, key: str) -> list[float]:
     return [row[key] for row in sorted(rows, key=lambda r: r["partition-id"])]
 
 
-def dua_rows(config: dict[str, Any], experts_path: Path, runs: Path) -> PerUser:
-    """Generic, DUA merges and their adapted versions, through the real strategy and client."""
-    results: PerUser = {}
-    for (importance, norm), name in MERGES.items():
+def dua_variants() -> dict[str, dict[str, Any]]:
+    """Every DUA run of a seed: label -> (dua.importance, dua.omega-norm, adapt.method) keys."""
+    variants = {}
+    for importance, norm in MERGES:
         adapts = ADAPTS if norm == "none" else {"adabn": ADAPTS["adabn"]}
-        for method, suffix in adapts.items():
-            run_dir, _ = run_inprocess({
-                **config, "dua.importance": importance, "dua.omega-norm": norm, "adapt.method": method,
-                "dua.experts-path": str(experts_path), "results-dir": str(runs),
-            })
-            results[name] = evaluated(run_dir, 1, "accuracy")
-            results[f"{name} + {suffix}"] = evaluated(run_dir, 1, "personalized-accuracy")
-            if (importance, norm) == ("mas", "none"):
-                results["generic"] = evaluated(run_dir, 0, "accuracy")
-                results[f"generic + {suffix}"] = evaluated(run_dir, 0, "personalized-accuracy")
+        for method in adapts:
+            variants[f"dua-{importance}-{norm}-{method.replace('+', '-')}"] = {
+                "dua.importance": importance, "dua.omega-norm": norm, "adapt.method": method}
+    return variants
+
+
+def dua_cells(seed: int, experts_path: Path) -> list[Cell]:
+    """The matrix cells of one seed (its experts file is part of the run config)."""
+    scenario = Variant("classify", {**CLASSIFY, "dua.experts-path": str(experts_path)})
+    return plan_cells([scenario], [Variant(label, keys) for label, keys in dua_variants().items()], [seed])
+
+
+def dua_rows(runs: dict[tuple[str, str, int], Any], seed: int) -> PerUser:
+    """Generic, DUA merges and their adapted versions of one seed, from the matrix's run directories."""
+    results: PerUser = {}
+    for label, keys in dua_variants().items():
+        run_dir = runs[("classify", label, seed)]
+        name, suffix = MERGES[(keys["dua.importance"], keys["dua.omega-norm"])], ADAPTS[keys["adapt.method"]]
+        results[name] = evaluated(run_dir, 1, "accuracy")
+        results[f"{name} + {suffix}"] = evaluated(run_dir, 1, "personalized-accuracy")
+        if (keys["dua.importance"], keys["dua.omega-norm"]) == ("mas", "none"):
+            results["generic"] = evaluated(run_dir, 0, "accuracy")
+            results[f"generic + {suffix}"] = evaluated(run_dir, 0, "personalized-accuracy")
     return results
 
 
@@ -108,19 +122,21 @@ def reference_rows(task: Task, cfg: RunConfig, experts: ExpertSet) -> PerUser:
     return results
 
 
-def classify_seed(seed: int, work: Path) -> tuple[PerUser, list[str]]:
-    """All classification rows of one seed, and each user's domain."""
-    config = {**CLASSIFY, "seed": seed}
-    cfg = parse_run_config(config)
+def seed_experts(seed: int, out: Path) -> tuple[Task, RunConfig, ExpertSet, Path]:
+    """The server's generic model and experts of one seed: trained and saved under ``out``, or
+    loaded from there when an earlier invocation saved them."""
+    cfg = parse_run_config({**CLASSIFY, "seed": seed})
     task = get_task("classify", cfg)
+    path = out / "experts" / f"seed{seed}.pt"
+    if path.is_file():
+        return task, cfg, load_experts(path, task.build_model()), path
     start = time.monotonic()
-    experts = train_experts(task, cfg, cfg.section("dua").server_samples, cfg.section("dua").generic_epochs,
-                            cfg.section("dua").expert_epochs)
-    path = work / f"experts-seed{seed}.pt"
+    dua = cfg.section("dua")
+    experts = train_experts(task, cfg, dua.server_samples, dua.generic_epochs, dua.expert_epochs)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_experts(experts, path)
     print(f"seed {seed}: experts trained in {time.monotonic() - start:.0f} s", flush=True)
-    results = {**dua_rows(config, path, work / "runs"), **reference_rows(task, cfg, experts)}
-    return results, [user_domain(cfg, user).name for user in range(USERS)]
+    return task, cfg, experts, path
 
 
 def stack(parts: list[Tensors]) -> Tensors:
@@ -196,17 +212,24 @@ def per_user_table(per_seed_users: dict[int, PerUser], domains: list[str], names
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=None,
+                        help="matrix folder (default runs/benchmarks/classify_dua); finished runs there are reused")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.monotonic()
+    out = (args.out or MATRIX_DIR / "classify_dua").resolve()
+    experts = {seed: seed_experts(seed, out) for seed in args.seeds}
+    cells = [cell for seed in args.seeds for cell in dua_cells(seed, experts[seed][3])]
+    runs = run_matrix(cells, out, command=invocation()).runs()
     classify: dict[int, PerUser] = {}
     gaze: dict[int, PerUser] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            classify[seed], domains = classify_seed(seed, Path(tmp))
-            gaze[seed] = gaze_seed(seed)
-            print(f"seed {seed} done after {time.monotonic() - start:.0f} s: "
-                  + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in {**classify[seed], **gaze[seed]}.items()), flush=True)
+    for seed in args.seeds:
+        task, cfg, expert_set, _ = experts[seed]
+        classify[seed] = {**dua_rows(runs, seed), **reference_rows(task, cfg, expert_set)}
+        gaze[seed] = gaze_seed(seed)
+        print(f"seed {seed} done after {time.monotonic() - start:.0f} s: "
+              + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in {**classify[seed], **gaze[seed]}.items()), flush=True)
+    domains = [user_domain(experts[args.seeds[-1]][1], user).name for user in range(USERS)]
     rows = rows_of(classify, ACCURACY, "higher") + rows_of(gaze, ANGULAR, "lower")
     table = per_user_table(classify, domains, ["generic", "generic + AdaBN", "DUA-MAS", "DUA-MAS + AdaBN",
                                                "DUA-Fisher", "mean-IMM (uniform merge)", "own-domain expert (oracle)"])

@@ -2,8 +2,9 @@
 
     python benchmarks/face_fedfr.py [--seeds 0 1 2] [--clients 8] [--rounds 3]
 
-Every algorithm runs through the real ServerApp logic and ClientApp in one process
-(:func:`simulations.inprocess.run_inprocess`) and starts from the same server model pretrained on
+Every algorithm runs through the real ServerApp logic and ClientApp in one process, as one
+strategy-comparison matrix (:func:`simulations.matrix.run_matrix`) kept under ``--out`` (default
+``runs/benchmarks/face_fedfr``; rerunning skips finished runs), and starts from the same server model pretrained on
 the public identities (cached per seed). ``face-fedavg`` and ``face-finetune`` train identically,
 so one ``face-finetune`` run gives both rows: its clients report the global model's metrics on
 their identities (FedAvg) and the fine-tuned model's (FedAvg + FT).
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simulations.inprocess import run_inprocess  # noqa: E402
+from simulations.matrix import Variant, plan_cells, run_matrix  # noqa: E402
+from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
-from simulations.reporting import RESULTS_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
 
 NAME = "face_fedfr"
 RUNS = ("fedfr", "face-finetune", "face-local")
@@ -122,6 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-epochs", type=int, default=6)
     parser.add_argument("--min-epochs", type=int, default=2)
     parser.add_argument("--name", default=NAME, help="results file name (benchmarks/results/<name>.json/.md/.png)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="matrix folder (default runs/benchmarks/<name>); finished runs there are reused")
     return parser.parse_args(argv)
 
 
@@ -130,22 +131,22 @@ def main() -> None:
     torch.set_num_threads(1)  # two threads contend badly on a shared 2-core machine
     config = scenario(args)
 
+    cells = plan_cells([Variant("face", config)], [Variant(run, {"strategy": run}) for run in RUNS], args.seeds)
+    report = run_matrix(cells, args.out or MATRIX_DIR / args.name, command=invocation())
+    runs = report.runs()
     per_seed: dict = {}
     per_client: dict = {}
     curves: dict = {}
-    seconds: dict[str, list[float]] = {}
     hard_negatives: list[float] = []
-    with tempfile.TemporaryDirectory() as results:
-        for seed in args.seeds:
-            run_dirs = {}
-            for run in RUNS:
-                start = time.perf_counter()
-                run_dirs[run], _ = run_inprocess({**config, "strategy": run, "seed": seed, "results-dir": results})
-                seconds.setdefault(run, []).append(time.perf_counter() - start)
-                print(f"seed {seed} {run}: {seconds[run][-1]:.0f} s", flush=True)
-            trained = [r for r in run_dirs["fedfr"].read_rows("clients.jsonl") if r["phase"] == "train"]
-            hard_negatives.append(float(np.mean([r["num-hard-negatives"] for r in trained])))
-            collect(run_dirs, per_seed, per_client, curves)
+    for seed in args.seeds:
+        run_dirs = {run: runs[("face", run, seed)] for run in RUNS}
+        trained = [r for r in run_dirs["fedfr"].read_rows("clients.jsonl") if r["phase"] == "train"]
+        hard_negatives.append(float(np.mean([r["num-hard-negatives"] for r in trained])))
+        collect(run_dirs, per_seed, per_client, curves)
+    seconds: dict[str, list[float]] = {}
+    for outcome in report.outcomes:
+        if outcome.status != "skipped":
+            seconds.setdefault(outcome.cell.algorithm, []).append(outcome.seconds)
 
     rows = []
     for (algorithm, metric), values in per_seed.items():
@@ -156,9 +157,9 @@ def main() -> None:
         ))
     plot(curves, RESULTS_DIR / f"{args.name}.png")
     public = parse_run_config(config).section("face")
-    timing = ", ".join(f"{run} {np.mean(s):.0f} s" for run, s in seconds.items())
+    timing = ", ".join(f"{run} {np.mean(s):.0f} s" for run, s in seconds.items()) or "all runs reused from --out"
     notes = (
-        f"Seconds per run (mean over seeds, incl. server pretraining on the first run of a seed): {timing}. "
+        f"Seconds per run (mean over the seeds run now, incl. server pretraining on the first run of a seed): {timing}. "
         f"FedFR hard negatives per client and round: {np.mean(hard_negatives):.0f} of the "
         f"{public.public_identities} x {public.public_images_per_identity} public images (cos > 0.4). "
         f"Plot: {args.name}.png."

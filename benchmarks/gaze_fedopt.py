@@ -8,8 +8,10 @@ per round, ``--rounds`` rounds; defaults below):
                                                # server-lr of simulations/scenarios/gaze_<name>.toml,
                                                # plus centralized and local-only references, seeds 0 1 2
 
-Federated runs go through :func:`simulations.inprocess.run_inprocess` (the real ServerApp logic
-and ClientApp). Metric: mean angular error of the final global model on each user's test split,
+Federated runs are one strategy-comparison matrix (:func:`simulations.matrix.run_matrix`, the real
+ServerApp logic and ClientApp in this process) kept under ``--out`` (default
+``runs/benchmarks/gaze_fedopt[_grid]``): rerunning the script skips finished runs and resumes an
+interrupted one; the matrix's own report (summary.md, plots) is written there too. Metric: mean angular error of the final global model on each user's test split,
 and the mean of the worst 10% of users. The references train with the clients' optimizer for
 the same number of epochs (rounds x local epochs): centralized on the pooled training splits,
 local-only one model per user on its own split. Results: benchmarks/results/<name>.{json,md,png}.
@@ -18,9 +20,7 @@ local-only one model per user on its own split. Results: benchmarks/results/<nam
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -36,8 +36,8 @@ from fedpersonal.config import RunConfig  # noqa: E402
 from fedpersonal.metrics.fairness import fairness_summary  # noqa: E402
 from fedpersonal.tasks.gaze import GazeTask  # noqa: E402
 from fedpersonal.training import Tensors, sgd_optimizer, train_epochs  # noqa: E402
-from simulations.inprocess import run_inprocess  # noqa: E402
-from simulations.reporting import RESULTS_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
+from simulations.matrix import MatrixReport, Variant, plan_cells, run_matrix  # noqa: E402
+from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
 
 FEDERATED = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
@@ -63,17 +63,20 @@ def scenario(name: str) -> dict[str, Any]:
     return flatten_dict(tomllib.loads((SCENARIOS / f"gaze_{name}.toml").read_text()))
 
 
-def federated_run(keys: dict[str, Any]) -> dict[str, Any]:
-    """Run one configuration in-process: error per round and per-user final errors."""
-    with tempfile.TemporaryDirectory() as results:
-        run_dir, _ = run_inprocess({**keys, "results-dir": results})
-        rounds = run_dir.read_rows("rounds.jsonl")
-        last = rounds[-1]["round"]
-        users = [
-            row[METRIC] for row in run_dir.read_rows("clients.jsonl")
-            if row["round"] == last and row["phase"] == "evaluate" and METRIC in row
-        ]
-    return {"curve": [row[f"global-{METRIC}"] for row in rounds], "users": users}
+def federated_runs(args: argparse.Namespace, algorithms: dict[str, dict[str, Any]], seeds: list[int],
+                   out: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every algorithm (label -> run-config keys) on every seed as one matrix under ``out``: per
+    algorithm and seed, the global error per round (``curve``) and each user's final error (``users``)."""
+    cells = plan_cells([Variant("gaze", scale_keys(args))], [Variant(k, v) for k, v in algorithms.items()], seeds)
+    report: MatrixReport = run_matrix(cells, out, command=invocation())
+    report.runs()  # raises naming any failed cell
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for result in report.results:
+        values = result.metrics[METRIC]
+        results.setdefault(result.cell.algorithm, {})[result.cell.seed] = {
+            "curve": [values.curve[r] for r in sorted(values.curve)], "users": list(values.clients),
+        }
+    return results
 
 
 def stack(parts: list[Tensors]) -> Tensors:
@@ -126,51 +129,39 @@ def timed(label: str, work: Any, *arguments: Any) -> dict[str, Any]:
     return result
 
 
-def previous_grid(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Rows of the last grid results at the same scale and seed, by label (a grid is extended
-    without re-running the points it already has; every run is deterministic)."""
-    path = RESULTS_DIR / "gaze_fedopt_grid.json"
-    if not path.exists():
-        return {}
-    payload = json.loads(path.read_text())
-    same = {key: value for key, value in payload["config"].items() if key != "grid"} == base
-    return {row["algorithm"]: row for row in payload["rows"]} if same else {}
+def grid_label(name: str, rate: float) -> str:
+    """A grid point's matrix label (``fedadam-lr0.01``)."""
+    return f"{name}-lr{rate:.4g}"
 
 
 def grid(args: argparse.Namespace) -> None:
     """Final global error of FedAvg and of every (strategy, server-lr) on the grid seed."""
-    base = {**scale_keys(args), "seed": GRID_SEED}
-    candidates = [("fedavg", {"strategy": "fedavg"})] + [
-        (f"{name} server-lr={rate:.4g}", {"strategy": name, f"{name}.server-lr": rate})
-        for name, rates in GRID.items() for rate in rates
-    ]
-    previous = previous_grid(base)
+    points = {"fedavg": ("fedavg", None)} | {
+        grid_label(name, rate): (name, rate) for name, rates in GRID.items() for rate in rates
+    }
+    algorithms = {label: {"strategy": name} | ({f"{name}.server-lr": rate} if rate is not None else {})
+                  for label, (name, rate) in points.items()}
+    results = federated_runs(args, algorithms, [GRID_SEED], args.out or MATRIX_DIR / "gaze_fedopt_grid")
     rows, best = [], {}
-    for label, keys in candidates:
-        if label not in previous:
-            result = timed(label, federated_run, {**base, **keys})
-            previous[label] = benchmark_row(label, FINAL, {GRID_SEED: float(np.mean(result["users"]))},
-                                            "lower", {GRID_SEED: result["users"]})
-        rows.append(previous[label])
-        name = keys["strategy"]
-        if name in GRID and rows[-1]["mean"] < best.get(name, (None, np.inf))[1]:
-            best[name] = (keys[f"{name}.server-lr"], rows[-1]["mean"])
+    for label, (name, rate) in points.items():
+        users = results[label][GRID_SEED]["users"]
+        shown = name if rate is None else f"{name} server-lr={rate:.4g}"
+        rows.append(benchmark_row(shown, FINAL, {GRID_SEED: float(np.mean(users))}, "lower", {GRID_SEED: users}))
+        if rate is not None and rows[-1]["mean"] < best.get(name, (None, np.inf))[1]:
+            best[name] = (rate, rows[-1]["mean"])
     chosen = ", ".join(f"{name} {rate:.4g}" for name, (rate, _) in best.items())
-    write_benchmark("gaze_fedopt_grid", invocation(), {**base, "grid": GRID}, rows,
+    write_benchmark("gaze_fedopt_grid", invocation(), {**scale_keys(args), "seed": GRID_SEED, "grid": GRID}, rows,
                     notes=f"Seed {GRID_SEED} (not a benchmark seed). Best server-lr: {chosen}.")
     print("best server-lr:", chosen)
 
 
 def compare(args: argparse.Namespace) -> None:
     """Every algorithm on every seed; JSON/Markdown rows and the error-vs-round plot."""
-    results: dict[str, dict[int, dict[str, Any]]] = {}
-    for seed in args.seeds:
-        base = {**scale_keys(args), "seed": seed}
-        for name in args.algorithms:
-            keys = {**base, **scenario(name)}
-            results.setdefault(name, {})[seed] = timed(f"seed {seed} {name}", federated_run, keys)
-        if args.references:
-            cfg = parse_run_config(base)
+    out = args.out or MATRIX_DIR / args.name
+    results = federated_runs(args, {name: scenario(name) for name in args.algorithms}, args.seeds, out)
+    if args.references:
+        for seed in args.seeds:
+            cfg = parse_run_config({**scale_keys(args), "seed": seed})
             results.setdefault("centralized", {})[seed] = timed(f"seed {seed} centralized", reference_run, cfg, True)
             results.setdefault("local-only", {})[seed] = timed(f"seed {seed} local-only", reference_run, cfg, False)
 
@@ -237,6 +228,8 @@ def main() -> None:
                         help="skip the centralized and local-only references (compare)")
     parser.add_argument("--name", default="gaze_fedopt", help="results file name (compare)")
     parser.add_argument("--notes", default="", help="extra notes for the results (compare)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="matrix folder (default runs/benchmarks/<results name>); finished runs there are reused")
     args = parser.parse_args()
     torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads run several times slower
     {"grid": grid, "compare": compare}[args.mode](args)

@@ -1,11 +1,16 @@
 """Simulation performance, side by side in one run.
 
 (a) wall time of the default gaze scenario through Flower (`flwr run` on a private SuperLink,
-    Ray backend) vs a plain PyTorch loop doing the identical local training and aggregation on
-    the same data; (b) Flower's fixed start-up cost and per-client-call overhead, from two tiny
-    runs that differ only in the number of rounds; (c) client-rounds per second; (d) peak memory
-    of all processes (PSS, so shared pages count once) vs the number of clients, with personal
-    state (FedPer) and 10 clients sampled per round.
+    Ray backend) with Flower's default client resources (2 CPUs per client: one client at a time
+    on 2 cores, torch with 2 threads) and with one CPU per client (as many single-threaded clients
+    at once as cores), against a plain PyTorch loop doing the identical local training and
+    aggregation on the same data (torch with every core), and against fedpersonal's in-process
+    runner (the same ServerApp and ClientApp code without Flower's runtime and Ray); the plain loop
+    and the in-process runner each run in a fresh process, so none reuses another's cached data;
+    (b) Flower's fixed start-up cost and per-client-call overhead, from two tiny runs that differ
+    only in the number of rounds; (c) client-rounds per second and the steady per-round time;
+    (d) peak memory of all processes (PSS, so shared pages count once) vs the number of clients,
+    with personal state (FedPer), 10 clients sampled per round and one CPU per client.
 
     python benchmarks/perf.py [--rounds 10] [--memory-clients 100 1000 10000]
 """
@@ -17,6 +22,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -28,6 +37,7 @@ from fedpersonal.config import RunConfig, parse_config  # noqa: E402
 from fedpersonal.results import RunDirectory  # noqa: E402
 from fedpersonal.tasks import get_task  # noqa: E402
 from fedpersonal.training import sgd_optimizer, train_epochs  # noqa: E402
+from simulations.inprocess import run_inprocess  # noqa: E402
 from simulations.local_superlink import PrivateSuperLink, descendants  # noqa: E402
 from simulations.reporting import invocation, machine_info, write_json_result  # noqa: E402
 
@@ -35,8 +45,9 @@ APP = Path(__file__).resolve().parents[1]
 SAMPLED = 10
 
 
-def plain_fedavg(cfg: RunConfig) -> tuple[float, float]:
-    """FedAvg as a plain loop with the clients' exact training code; (wall seconds, final error)."""
+def plain_fedavg(cfg: RunConfig) -> dict:
+    """FedAvg as a plain loop with the clients' exact training code: wall seconds, seconds of
+    each round (training + evaluation), final error."""
     start = time.perf_counter()
     task = get_task(cfg.task, cfg)
     torch.manual_seed(cfg.seed)
@@ -48,7 +59,9 @@ def plain_fedavg(cfg: RunConfig) -> tuple[float, float]:
         return sum(v * n for v, n in results) / sum(n for _, n in results)
 
     error = evaluate()
+    round_s = []
     for server_round in range(1, cfg.num_rounds + 1):
+        round_start = time.perf_counter()
         states, weights = [], []
         for pid, client in enumerate(data):
             model = task.build_model()
@@ -61,7 +74,30 @@ def plain_fedavg(cfg: RunConfig) -> tuple[float, float]:
         total = sum(weights)
         global_model.load_state_dict({k: sum(w * s[k] for w, s in zip(weights, states)) / total for k in states[0]})
         error = evaluate()
-    return time.perf_counter() - start, error
+        round_s.append(time.perf_counter() - round_start)
+    return {"wall_s": time.perf_counter() - start, "round_s": round_s, "final_error": error}
+
+
+def inprocess_fedavg(cfg: RunConfig) -> dict:
+    """The same run through fedpersonal's in-process runner (ServerApp and ClientApp code, no
+    Flower runtime, no Ray)."""
+    with tempfile.TemporaryDirectory() as results:
+        start = time.perf_counter()
+        run_dir, _ = run_inprocess({**cfg.to_dict(), "results-dir": results})
+        wall = time.perf_counter() - start
+        return {"wall_s": wall, "round_s": round_seconds(run_dir), "final_error": final_error(run_dir)}
+
+
+def in_fresh_process(work: Callable[[RunConfig], dict], cfg: RunConfig) -> dict:
+    """``work(cfg)`` in a new Python process: nothing cached by an earlier measurement."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(work, cfg).result()
+
+
+def round_seconds(run_dir: RunDirectory) -> list[float]:
+    """Seconds of each federated round (training + evaluation) from ``rounds.jsonl``."""
+    times = [row["time-s"] for row in run_dir.read_rows("rounds.jsonl")]
+    return [later - earlier for earlier, later in zip(times, times[1:])]
 
 
 def pss_bytes(pids: list[int]) -> int:
@@ -99,19 +135,20 @@ class PeakMemory:
         self._thread.join()
 
 
-def flower_run(home: Path, clients: int, run_config: str, cpus: int = 2) -> tuple[float, RunDirectory, int]:
-    """One `flwr run` on a fresh private SuperLink: (wall seconds of the run, its directory, peak PSS)."""
+def flower_run(home: Path, clients: int, run_config: str, cpus: int, memory: bool = False) -> tuple[float, RunDirectory, int]:
+    """One `flwr run` on a fresh private SuperLink with ``cpus`` per client: (wall seconds of the
+    run, its directory, peak PSS when ``memory``; sampling it costs CPU, so timing runs do not)."""
     results = home / "runs"
     with PrivateSuperLink(home, num_supernodes=clients, num_cpus_per_client=cpus) as link:
         assert link.process is not None
-        with PeakMemory(link.process.pid) as memory:
+        with PeakMemory(link.process.pid) if memory else nullcontext() as sampler:
             start = time.perf_counter()
             done = link.run(APP, f"{run_config} num-clients={clients} results-dir='{results}'", timeout=3600)
             wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"flwr run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     (run_dir,) = results.iterdir()
-    return wall, RunDirectory(run_dir), memory.peak
+    return wall, RunDirectory(run_dir), sampler.peak if memory else 0
 
 
 def final_error(run_dir: RunDirectory) -> float:
@@ -119,25 +156,35 @@ def final_error(run_dir: RunDirectory) -> float:
     return float(run_dir.read_rows("rounds.jsonl")[-1]["global-angular-error"])
 
 
+def summarize(name: str, result: dict, client_rounds: int, plain_wall: float) -> dict:
+    """A row of the default-scenario table."""
+    steady = result["round_s"][1:] or result["round_s"]  # round 1 of a runner may still warm up
+    return {
+        "runner": name, "wall_s": result["wall_s"], "ratio_to_plain": result["wall_s"] / plain_wall,
+        "steady_round_s": sum(steady) / len(steady), "client_rounds_per_s": client_rounds / result["wall_s"],
+        "final_error": result["final_error"],
+    }
+
+
 def measure(rounds: int, memory_clients: list[int], scratch: Path) -> dict:
     """Every measurement of the benchmark."""
     cfg = parse_config({"num-rounds": rounds})
-    out: dict = {}
-
-    flower_wall, run_dir, _ = flower_run(scratch / "a", cfg.num_clients, f"num-rounds={rounds}")
-    plain_wall, plain_error = plain_fedavg(cfg)
     client_rounds = cfg.num_clients * rounds
-    out["default_scenario"] = {
-        "clients": cfg.num_clients, "rounds": rounds,
-        "flower_wall_s": flower_wall, "plain_wall_s": plain_wall, "ratio": flower_wall / plain_wall,
-        "flower_final_error": final_error(run_dir), "plain_final_error": plain_error,
-        "flower_client_rounds_per_s": client_rounds / flower_wall, "plain_client_rounds_per_s": client_rounds / plain_wall,
-    }
-    print(out["default_scenario"], flush=True)
+    out: dict = {"default_scenario": {"clients": cfg.num_clients, "rounds": rounds, "runners": []}}
+    runs = {"plain PyTorch loop": in_fresh_process(plain_fedavg, cfg),
+            "fedpersonal in-process runner": in_fresh_process(inprocess_fedavg, cfg)}
+    for cpus in (2, 1):
+        wall, run_dir, _ = flower_run(scratch / f"a{cpus}", cfg.num_clients, f"num-rounds={rounds}", cpus)
+        runs[f"flwr run, {cpus} CPU{'s' if cpus > 1 else ''} per client"] = {
+            "wall_s": wall, "round_s": round_seconds(run_dir), "final_error": final_error(run_dir)}
+    plain_wall = runs["plain PyTorch loop"]["wall_s"]
+    for name, result in runs.items():
+        out["default_scenario"]["runners"].append(summarize(name, result, client_rounds, plain_wall))
+        print(out["default_scenario"]["runners"][-1], flush=True)
 
     tiny = "samples-per-client=4 local-epochs=1"
-    short, _, _ = flower_run(scratch / "b1", 15, f"{tiny} num-rounds=1")
-    long, _, _ = flower_run(scratch / "b2", 15, f"{tiny} num-rounds=6")
+    short, _, _ = flower_run(scratch / "b1", 15, f"{tiny} num-rounds=1", cpus=2)
+    long, _, _ = flower_run(scratch / "b2", 15, f"{tiny} num-rounds=6", cpus=2)
     calls_per_round = 2 * 15  # a train and an evaluate call per client
     per_call = (long - short) / (5 * calls_per_round)
     out["overhead"] = {
@@ -152,30 +199,37 @@ def measure(rounds: int, memory_clients: list[int], scratch: Path) -> dict:
         fraction = min(1.0, SAMPLED / count)
         config = (f"strategy='fedper' num-rounds=3 samples-per-client=50 local-epochs=1 "
                   f"fraction-train={fraction} fraction-evaluate={fraction}")
-        wall, _, peak = flower_run(scratch / f"d{count}", count, config)
+        wall, _, peak = flower_run(scratch / f"d{count}", count, config, cpus=1, memory=True)
         out["memory"].append({"clients": count, "sampled_per_round": SAMPLED, "peak_pss_gib": peak / 2**30, "wall_s": wall})
         print(out["memory"][-1], flush=True)
     return out
 
 
 def markdown(result: dict) -> str:
-    """The README table."""
+    """The README tables."""
     a, b = result["default_scenario"], result["overhead"]
     lines = [
+        f"Default gaze scenario ({a['clients']} clients, {a['rounds']} rounds, FedAvg), every runner on the same 2 cores:",
+        "",
+        "| runner | wall | ratio to the plain loop | steady round | client-rounds/s | final global error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in a["runners"]:
+        lines.append(
+            f"| {row['runner']} | {row['wall_s']:.1f} s | {row['ratio_to_plain']:.3f} | {row['steady_round_s']:.1f} s "
+            f"| {row['client_rounds_per_s']:.2f} | {row['final_error']:.3f}° |"
+        )
+    lines += [
+        "",
         "| measurement | value |",
         "|---|---|",
-        f"| default gaze scenario ({a['clients']} clients, {a['rounds']} rounds): Flower wall | {a['flower_wall_s']:.1f} s |",
-        f"| same training and aggregation as a plain PyTorch loop | {a['plain_wall_s']:.1f} s |",
-        f"| ratio Flower / plain loop (target <= 1.15) | {a['ratio']:.3f} |",
-        f"| final global error: Flower / plain loop | {a['flower_final_error']:.3f}° / {a['plain_final_error']:.3f}° |",
-        f"| client-rounds per second: Flower / plain loop | {a['flower_client_rounds_per_s']:.2f} / {a['plain_client_rounds_per_s']:.2f} |",
-        f"| Flower fixed start-up cost | {b['startup_s']:.1f} s |",
-        f"| Flower per-client-call overhead | {b['per_call_ms']:.0f} ms |",
+        f"| Flower fixed start-up cost (`flwr run` to the first round, tiny data) | {b['startup_s']:.1f} s |",
+        f"| Flower per-client-call overhead (tiny data, 2 CPUs per client) | {b['per_call_ms']:.0f} ms |",
     ]
     for row in result["memory"]:
         lines.append(
-            f"| peak memory, {row['clients']} clients (FedPer state, {row['sampled_per_round']} sampled/round) "
-            f"| {row['peak_pss_gib']:.2f} GiB ({row['wall_s']:.0f} s) |"
+            f"| peak memory, {row['clients']} clients (FedPer state, {row['sampled_per_round']} sampled/round, "
+            f"1 CPU per client) | {row['peak_pss_gib']:.2f} GiB ({row['wall_s']:.0f} s) |"
         )
     return "\n".join(lines)
 

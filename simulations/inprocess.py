@@ -27,10 +27,17 @@ CLIENT_ERROR_CODE = 1
 
 
 class InProcessGrid(Grid):
-    """A Grid whose ``num_nodes`` nodes run ``client_app`` in this process, one after another."""
+    """A Grid whose ``num_nodes`` nodes run ``client_app`` in this process, one after another.
 
-    def __init__(self, client_app: ClientApp, run_config: Mapping[str, Any], num_nodes: int, run_id: int = 1) -> None:
+    With ``record`` it keeps every delivered message and reply (``sent``, ``replies``) for
+    inspection; a model-sized copy per message, so only tests ask for it.
+    """
+
+    def __init__(
+        self, client_app: ClientApp, run_config: Mapping[str, Any], num_nodes: int, run_id: int = 1, record: bool = False
+    ) -> None:
         self.client_app = client_app
+        self.record = record
         self.contexts = {
             100 + index: Context(
                 run_id=run_id,
@@ -41,9 +48,9 @@ class InProcessGrid(Grid):
             )
             for index in range(num_nodes)
         }
-        self.sent: list[Message] = []  # every message delivered, for inspection
-        self.replies: list[Message] = []  # every reply, for inspection
-        self.call_seconds: list[float] = []
+        self.sent: list[Message] = []  # every message delivered, when recording
+        self.replies: list[Message] = []  # every reply, when recording
+        self.last_call_seconds = 0.0
         self._run: Any = None
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SERVER_NODE_ID, run_id
 
@@ -86,7 +93,8 @@ class InProcessGrid(Grid):
         delivered.metadata.__dict__.update(
             {"_message_id": message.metadata.message_id, "_src_node_id": SERVER_NODE_ID}
         )
-        self.sent.append(delivered)
+        if self.record:
+            self.sent.append(delivered)
         start = time.perf_counter()
         TaskIdentity.node_id = message.metadata.dst_node_id
         try:
@@ -95,8 +103,9 @@ class InProcessGrid(Grid):
             reply = Message(Error(CLIENT_ERROR_CODE, f"{type(error).__name__}: {error}"), reply_to=delivered)
         finally:
             TaskIdentity.node_id = SERVER_NODE_ID
-        self.call_seconds.append(time.perf_counter() - start)
-        self.replies.append(reply)
+        self.last_call_seconds = time.perf_counter() - start
+        if self.record:
+            self.replies.append(reply)
         return reply
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
@@ -105,20 +114,21 @@ class InProcessGrid(Grid):
         replies = []
         for message in messages:
             reply = self._deliver(message)
-            if timeout is None or self.call_seconds[-1] <= timeout:
+            if timeout is None or self.last_call_seconds <= timeout:
                 replies.append(reply)
         return replies
 
 
 def run_inprocess(
-    run_config: Mapping[str, Any], on_grid: Callable[[InProcessGrid], None] | None = None
+    run_config: Mapping[str, Any], on_grid: Callable[[InProcessGrid], None] | None = None, record: bool = False
 ) -> tuple[RunDirectory, InProcessGrid]:
-    """Run one configuration (Flower run-config keys) in this process; returns its run directory."""
+    """Run one configuration (Flower run-config keys) in this process; returns its run directory
+    and the grid (holding every message and reply with ``record``)."""
     from clients.app import app as client_app
     from simulations.server_app import parse_run_config, run
 
     cfg = parse_run_config(dict(run_config))
-    grid = InProcessGrid(client_app, cfg.to_dict(), cfg.num_clients)
+    grid = InProcessGrid(client_app, cfg.to_dict(), cfg.num_clients, record=record)
     if on_grid is not None:
         on_grid(grid)
     return run(grid, cfg), grid

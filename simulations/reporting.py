@@ -18,6 +18,9 @@ import torch
 from fedpersonal.metrics.fairness import fairness_summary
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+# Where benchmark scripts keep their matrices (cells' run directories): rerunning a script skips the
+# finished cells and resumes an interrupted one.
+MATRIX_DIR = Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
 
 
 def invocation() -> str:

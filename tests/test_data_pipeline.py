@@ -132,7 +132,7 @@ def test_a_run_on_mpiigaze_trains_and_bad_data_stops_it_before_training(tmp_path
     day.write_bytes(day.read_bytes()[:300])
     grids = []
     with pytest.raises(DataError, match=r"cannot read '.*p01/day02.mat'"):
-        run_inprocess({**config, "results-dir": str(tmp_path / "runs2")}, on_grid=grids.append)
+        run_inprocess({**config, "results-dir": str(tmp_path / "runs2")}, on_grid=grids.append, record=True)
     assert grids[0].sent == [] and not (tmp_path / "runs2").exists()
 
 
@@ -145,7 +145,7 @@ def test_classify_on_partitioned_cifar10_and_femnist_writers(tmp_path):
               "local-epochs": 1, "results-dir": str(tmp_path / "runs"), "node-wait-s": 1.0}
     cifar = {**common, "dataset": "cifar10", "data-path": str(tmp_path / "cifar"), "num-clients": 3,
              "partition.name": "dirichlet", "partition.alpha": 0.5, "partition.min-size": 5}
-    run_dir, grid = run_inprocess(cifar)
+    run_dir, grid = run_inprocess(cifar, record=True)
     rows = run_dir.read_rows("clients.jsonl")
     train = [row["num-examples"] for row in rows if row["phase"] == "train"]
     test = [row["num-examples"] for row in rows if row["phase"] == "evaluate" and row["round"] == 1]

@@ -24,7 +24,7 @@ def dua_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield run_inprocess({**TINY, "results-dir": str(tmp_path_factory.mktemp("runs"))})
+        yield run_inprocess({**TINY, "results-dir": str(tmp_path_factory.mktemp("runs"))}, record=True)
     finally:
         torch.set_num_threads(threads)
 

@@ -46,7 +46,7 @@ def test_clients_public_and_lfw_come_from_the_files(trees):
 
 
 def test_a_face_run_on_real_files_reports_lfw_verification(trees):
-    run_dir, grid = run_inprocess(trees)
+    run_dir, grid = run_inprocess(trees, record=True)
     assert not any(reply.has_error() for reply in grid.replies)
     rows = [json.loads(line) for line in (run_dir.path / "rounds.jsonl").read_text().splitlines()]
     assert [row["round"] for row in rows] == [0, 1]

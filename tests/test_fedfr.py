@@ -33,11 +33,13 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def fedfr_run(tmp_path_factory):
-    return run_inprocess({**FACE, "strategy": "fedfr", "results-dir": str(tmp_path_factory.mktemp("runs"))})
+    return run_inprocess({**FACE, "strategy": "fedfr", "results-dir": str(tmp_path_factory.mktemp("runs"))}, record=True)
 
 
 def train_replies(grid):
-    return [reply for reply in grid.replies if reply.metadata.message_type == MessageType.TRAIN]
+    replies = [reply for reply in grid.replies if reply.metadata.message_type == MessageType.TRAIN]
+    assert replies, "run_inprocess(..., record=True) keeps the replies"
+    return replies
 
 
 def test_every_server_bound_message_holds_only_backbone_keys(fedfr_run):
@@ -109,7 +111,7 @@ def test_personalized_beats_the_generic_backbone_on_own_identities(fedfr_run):
 
 def test_local_only_shares_nothing_and_keeps_the_pretrained_model(tmp_path):
     config = {**FACE, "strategy": "face-local", "num-rounds": 1, "face.first-epochs": 2, "results-dir": str(tmp_path)}
-    run_dir, grid = run_inprocess(config)
+    run_dir, grid = run_inprocess(config, record=True)
     for reply in train_replies(grid):
         assert list(reply.content.array_records) == ["arrays"] and not reply.content.array_records["arrays"]
     task = FaceTask(parse_run_config(config))
@@ -122,7 +124,7 @@ def test_local_only_shares_nothing_and_keeps_the_pretrained_model(tmp_path):
 
 def test_fedavg_baseline_sends_backbones_and_evaluates_the_global_model(tmp_path):
     config = {**FACE, "strategy": "face-fedavg", "num-rounds": 1, "face.first-epochs": 2, "results-dir": str(tmp_path)}
-    run_dir, grid = run_inprocess(config)
+    run_dir, grid = run_inprocess(config, record=True)
     assert all(set(reply.content.array_records["arrays"]) == BACKBONE_KEYS for reply in train_replies(grid))
     rows = [r for r in run_dir.read_rows("clients.jsonl") if r["phase"] == "evaluate"]
     assert all(r["personalized-tar@far=0.1"] == r["tar@far=0.1"] for r in rows)

@@ -227,7 +227,7 @@ def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
     """In-process run: the saved model is Reddi's FedYogi step from x_0 on the clients' actual replies."""
     config = {"strategy": "fedyogi", "num-clients": 3, "num-rounds": 1, "samples-per-client": 40,
               "local-epochs": 1, "results-dir": str(tmp_path), "fedyogi.server-lr": 0.01}
-    run_dir, grid = run_inprocess(config)
+    run_dir, grid = run_inprocess(config, record=True)
     x0 = grid.sent[0].content.array_records["arrays"].to_torch_state_dict()
     replies = [r.content for r in grid.replies if r.content.array_records]
     weights = np.array([r.metric_records["metrics"]["num-examples"] for r in replies], dtype=float)

@@ -8,7 +8,7 @@ SMALL = {"strategy": "fedper", "num-clients": 3, "num-rounds": 2, "samples-per-c
 
 
 def test_only_body_keys_reach_the_server_and_heads_stay_personal(tmp_path):
-    run_dir, grid = run_inprocess({**SMALL, "results-dir": str(tmp_path)})
+    run_dir, grid = run_inprocess({**SMALL, "results-dir": str(tmp_path)}, record=True)
     train_replies = [reply for reply in grid.replies if reply.content.array_records]
     assert train_replies
     for reply in train_replies:

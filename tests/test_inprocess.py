@@ -9,7 +9,7 @@ SMALL = {"num-clients": 3, "num-rounds": 2, "samples-per-client": 120}
 
 def test_fedavg_learns_and_is_reproducible(tmp_path):
     config = {**SMALL, "results-dir": str(tmp_path), "fraction-train": 0.67}
-    first, grid = run_inprocess(config)
+    first, grid = run_inprocess(config, record=True)
     second, _ = run_inprocess(config)
     rounds = first.read_rows("rounds.jsonl")
     assert rounds[-1]["global-angular-error"] < rounds[0]["global-angular-error"]
@@ -27,7 +27,7 @@ def test_fedavg_aggregate_is_the_example_weighted_mean(tmp_path):
     from fedpersonal.tasks import get_task
 
     config = {**SMALL, "num-rounds": 1, "results-dir": str(tmp_path), "samples-per-client": 60}
-    run_dir, grid = run_inprocess(config)
+    run_dir, grid = run_inprocess(config, record=True)
     train_replies = [r for r in grid.replies if r.content.array_records]
     weights = [r.content.metric_records["metrics"]["num-examples"] for r in train_replies]
     states = [r.content.array_records["arrays"].to_torch_state_dict() for r in train_replies]

@@ -157,6 +157,8 @@ def test_a_crashed_cell_is_recorded_then_resumed_from_its_checkpoint(tmp_path, m
     assert "simulated crash in round 2" in (tmp_path / "summary.md").read_text()
     assert json.loads((tmp_path / "matrix.json").read_text())["cells"][0]["status"] == "failed"
     assert [row["algorithm"] for row in first.rows] == ["fedavg"] and first.rows[0]["seeds"] == [1]
+    with pytest.raises(RuntimeError, match=r"default__fedavg__seed0: RuntimeError: simulated crash in round 2"):
+        first.runs()  # a benchmark reading run directories must not silently miss a cell
 
     counter = Counter(monkeypatch)
     second = run_matrix(cells, tmp_path, write=lambda line: None)
@@ -166,6 +168,28 @@ def test_a_crashed_cell_is_recorded_then_resumed_from_its_checkpoint(tmp_path, m
     rounds = [json.loads(line)["round"] for line in (first.outcomes[0].run_dir / "rounds.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2]
     assert second.rows[0]["seeds"] == [0, 1]
+    runs = second.runs()
+    assert sorted(runs) == [("default", "fedavg", 0), ("default", "fedavg", 1)]
+    assert runs[("default", "fedavg", 0)].path == first.outcomes[0].run_dir
+    assert runs[("default", "fedavg", 1)].read_rows("rounds.jsonl")[-1]["round"] == 2
+
+
+def test_the_flower_backend_reserves_the_requested_cpus_per_client(tmp_path, monkeypatch):
+    from simulations.matrix import backends
+
+    started = []
+
+    class FakeLink:
+        def __init__(self, home, num_supernodes, num_cpus_per_client=2):
+            started.append((home, num_supernodes, num_cpus_per_client))
+
+        def start(self):
+            return self
+
+    monkeypatch.setattr(backends, "PrivateSuperLink", FakeLink)
+    assert backends.make_backend("flower", tmp_path)._link(3) is not None
+    backends.make_backend("flower", tmp_path, client_cpus=2)._link(5)
+    assert started == [(tmp_path / "flower-home" / "clients-3", 3, 1), (tmp_path / "flower-home" / "clients-5", 5, 2)]
 
 
 def test_cells_combine_scenario_algorithm_and_overrides_in_order(tmp_path):

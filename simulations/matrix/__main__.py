@@ -20,6 +20,13 @@ def metric_spec(text: str) -> tuple[str, str]:
     return name, better
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     cli = argparse.ArgumentParser(
@@ -42,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
                      help="inprocess: the ServerApp and ClientApp in this process (fast, default); "
                      "flower: a real `flwr run` per cell on a private SuperLink")
     cli.add_argument("--cell-timeout-s", type=float, default=86400.0, help="flower backend: limit per cell")
+    cli.add_argument("--client-cpus", type=positive_int, default=1,
+                     help="flower backend: CPUs (and torch threads) per client (default 1: one client per core)")
     cli.add_argument("--quiet", action="store_true", help="hide Flower's per-round log lines")
     return cli
 
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_assignments(args.set),
         )
         report = run_matrix(cells, args.out, args.backend, dict(args.metric), command=command,
-                            cell_timeout_s=args.cell_timeout_s)
+                            cell_timeout_s=args.cell_timeout_s, client_cpus=args.client_cpus)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -46,16 +46,18 @@ class FlowerRunFailed(RuntimeError):
 
 
 class FlowerBackend:
-    """``flwr run`` on private SuperLinks (one per client count, started on first use)."""
+    """``flwr run`` on private SuperLinks (one per client count, started on first use), each client
+    reserving ``client_cpus`` CPUs (torch in a client uses that many threads)."""
 
-    def __init__(self, home: Path, timeout_s: float = 86400.0) -> None:
+    def __init__(self, home: Path, timeout_s: float = 86400.0, client_cpus: int = 1) -> None:
         self.home = Path(home)
         self.timeout_s = timeout_s
+        self.client_cpus = client_cpus
         self.links: dict[int, PrivateSuperLink] = {}
 
     def _link(self, num_clients: int) -> PrivateSuperLink:
         if num_clients not in self.links:
-            link = PrivateSuperLink(self.home / f"clients-{num_clients}", num_supernodes=num_clients)
+            link = PrivateSuperLink(self.home / f"clients-{num_clients}", num_clients, self.client_cpus)
             self.links[num_clients] = link.start()
         return self.links[num_clients]
 
@@ -78,10 +80,10 @@ class FlowerBackend:
         self.links.clear()
 
 
-def make_backend(name: str, out: Path, timeout_s: float = 86400.0) -> Backend:
+def make_backend(name: str, out: Path, timeout_s: float = 86400.0, client_cpus: int = 1) -> Backend:
     """``"inprocess"`` or ``"flower"`` (SuperLink homes under ``<out>/flower-home``)."""
     if name == "inprocess":
         return InProcessBackend()
     if name == "flower":
-        return FlowerBackend(out / "flower-home", timeout_s)
+        return FlowerBackend(out / "flower-home", timeout_s, client_cpus)
     raise ValueError(f"backend {name!r} is unknown; choose 'inprocess' or 'flower'")

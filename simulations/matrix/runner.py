@@ -28,6 +28,7 @@ from typing import Any
 
 from fedpersonal.checkpoint import CHECKPOINT
 from fedpersonal.config import ConfigError, require_choice
+from fedpersonal.results import RunDirectory
 from simulations.matrix.backends import Backend, make_backend
 from simulations.matrix.collect import CellResult, read_cell
 from simulations.matrix.plan import Cell
@@ -65,6 +66,14 @@ class MatrixReport:
     def failed(self) -> list[Outcome]:
         """Cells without a result."""
         return [outcome for outcome in self.outcomes if outcome.status == "failed"]
+
+    def runs(self) -> dict[tuple[str, str, int], RunDirectory]:
+        """Every cell's run directory by (scenario, algorithm, seed), for scripts that read more than
+        the report; raises naming the failed cells when there are any."""
+        if self.failed:
+            ends = "; ".join(f"{o.cell.name}: {o.error.strip().splitlines()[-1] if o.error.strip() else '?'}" for o in self.failed)
+            raise RuntimeError(f"{len(self.failed)} cell(s) of {self.out} failed: {ends}")
+        return {(o.cell.scenario, o.cell.algorithm, o.cell.seed): RunDirectory(o.run_dir) for o in self.outcomes if o.run_dir}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -198,11 +207,14 @@ def run_matrix(
     write: Callable[[str], None] = print,
     command: str = "",
     cell_timeout_s: float = 86400.0,
+    client_cpus: int = 1,
 ) -> MatrixReport:
     """Run (or finish) every cell under ``out`` and write the report there.
 
     ``backend``: ``"inprocess"`` (:func:`simulations.inprocess.run_inprocess`, the default) or
-    ``"flower"`` (``flwr run`` on a private SuperLink, at most ``cell_timeout_s`` per cell).
+    ``"flower"`` (``flwr run`` on a private SuperLink, at most ``cell_timeout_s`` per cell, each client
+    reserving ``client_cpus`` CPUs: 1, the default, runs as many single-threaded clients at once as
+    there are cores, the fastest setting measured by ``benchmarks/perf.py``).
     ``extra_metrics``: metric name -> ``"lower"``/``"higher"``, reported next to each task's primary
     metric. ``write`` receives the progress lines. Every cell's config is validated before any runs.
     """
@@ -210,7 +222,7 @@ def run_matrix(
     for cell in cells:
         next_step(cell, out / cell.name)  # bad keys and cells finished with another config stop here
     out.mkdir(parents=True, exist_ok=True)
-    runner = make_backend(backend, out, cell_timeout_s)
+    runner = make_backend(backend, out, cell_timeout_s, client_cpus)
     try:
         outcomes = execute(cells, out, runner, Progress(len(cells), write))
     finally:
