@@ -12,7 +12,7 @@
     (d) peak memory of all processes (PSS, so shared pages count once) vs the number of clients,
     with personal state (FedPer), 10 clients sampled per round and one CPU per client.
 
-    python benchmarks/perf.py [--rounds 10] [--memory-clients 100 1000 10000]
+    python benchmarks/perf.py [--rounds 10] [--memory-clients 100 1000 10000] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from statistics import median
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
@@ -156,31 +157,43 @@ def final_error(run_dir: RunDirectory) -> float:
     return float(run_dir.read_rows("rounds.jsonl")[-1]["global-angular-error"])
 
 
-def summarize(name: str, result: dict, client_rounds: int, plain_wall: float) -> dict:
-    """A row of the default-scenario table."""
-    steady = result["round_s"][1:] or result["round_s"]  # round 1 of a runner may still warm up
+def steady_round(result: dict) -> float:
+    """Mean seconds of rounds 2..N (round 1 of a runner may still warm up)."""
+    steady = result["round_s"][1:] or result["round_s"]
+    return sum(steady) / len(steady)
+
+
+def summarize(name: str, results: list[dict], plain: list[dict], client_rounds: int) -> dict:
+    """A row of the default-scenario table: medians over the repeats; the ratio pairs each repeat
+    with the plain loop's run of the same repeat."""
+    walls = [r["wall_s"] for r in results]
+    ratios = [r["wall_s"] / p["wall_s"] for r, p in zip(results, plain)]
     return {
-        "runner": name, "wall_s": result["wall_s"], "ratio_to_plain": result["wall_s"] / plain_wall,
-        "steady_round_s": sum(steady) / len(steady), "client_rounds_per_s": client_rounds / result["wall_s"],
-        "final_error": result["final_error"],
+        "runner": name, "repeats": len(results), "wall_s": median(walls), "wall_range_s": [min(walls), max(walls)],
+        "ratio_to_plain": median(ratios), "ratio_range": [min(ratios), max(ratios)],
+        "steady_round_s": median(steady_round(r) for r in results), "client_rounds_per_s": client_rounds / median(walls),
+        "final_error": results[0]["final_error"],
     }
 
 
-def measure(rounds: int, memory_clients: list[int], scratch: Path) -> dict:
-    """Every measurement of the benchmark."""
+def measure(rounds: int, memory_clients: list[int], scratch: Path, repeats: int = 1) -> dict:
+    """Every measurement of the benchmark; the default-scenario runners take turns ``repeats`` times
+    (slow drifts of a shared machine then hit every runner alike)."""
     cfg = parse_config({"num-rounds": rounds})
-    client_rounds = cfg.num_clients * rounds
     out: dict = {"default_scenario": {"clients": cfg.num_clients, "rounds": rounds, "runners": []}}
-    runs = {"plain PyTorch loop": in_fresh_process(plain_fedavg, cfg),
-            "fedpersonal in-process runner": in_fresh_process(inprocess_fedavg, cfg)}
-    for cpus in (2, 1):
-        wall, run_dir, _ = flower_run(scratch / f"a{cpus}", cfg.num_clients, f"num-rounds={rounds}", cpus)
-        runs[f"flwr run, {cpus} CPU{'s' if cpus > 1 else ''} per client"] = {
-            "wall_s": wall, "round_s": round_seconds(run_dir), "final_error": final_error(run_dir)}
-    plain_wall = runs["plain PyTorch loop"]["wall_s"]
-    for name, result in runs.items():
-        out["default_scenario"]["runners"].append(summarize(name, result, client_rounds, plain_wall))
-        print(out["default_scenario"]["runners"][-1], flush=True)
+    runs: dict[str, list[dict]] = {}
+    for repeat in range(repeats):
+        runs.setdefault("plain PyTorch loop", []).append(in_fresh_process(plain_fedavg, cfg))
+        runs.setdefault("fedpersonal in-process runner", []).append(in_fresh_process(inprocess_fedavg, cfg))
+        for cpus in (2, 1):
+            wall, run_dir, _ = flower_run(scratch / f"a{cpus}-{repeat}", cfg.num_clients, f"num-rounds={rounds}", cpus)
+            runs.setdefault(f"flwr run, {cpus} CPU{'s' if cpus > 1 else ''} per client", []).append(
+                {"wall_s": wall, "round_s": round_seconds(run_dir), "final_error": final_error(run_dir)})
+        print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['wall_s']:.1f} s" for k, v in runs.items()), flush=True)
+    for name, results in runs.items():
+        row = summarize(name, results, runs["plain PyTorch loop"], cfg.num_clients * rounds)
+        out["default_scenario"]["runners"].append(row)
+        print(row, flush=True)
 
     tiny = "samples-per-client=4 local-epochs=1"
     short, _, _ = flower_run(scratch / "b1", 15, f"{tiny} num-rounds=1", cpus=2)
@@ -209,21 +222,26 @@ def markdown(result: dict) -> str:
     """The README tables."""
     a, b = result["default_scenario"], result["overhead"]
     lines = [
-        f"Default gaze scenario ({a['clients']} clients, {a['rounds']} rounds, FedAvg), every runner on the same 2 cores:",
+        f"Default gaze scenario ({a['clients']} clients, {a['rounds']} rounds, FedAvg), every runner on the same machine; "
+        f"medians of {a['runners'][0]['repeats']} repeat(s) taken in turns (range in brackets):",
         "",
         "| runner | wall | ratio to the plain loop | steady round | client-rounds/s | final global error |",
         "|---|---|---|---|---|---|",
     ]
     for row in a["runners"]:
+        wall, ratio = f"{row['wall_s']:.1f} s", f"{row['ratio_to_plain']:.3f}"
+        if row["repeats"] > 1:
+            wall += " ({:.0f}-{:.0f})".format(*row["wall_range_s"])
+            ratio += " ({:.2f}-{:.2f})".format(*row["ratio_range"])
         lines.append(
-            f"| {row['runner']} | {row['wall_s']:.1f} s | {row['ratio_to_plain']:.3f} | {row['steady_round_s']:.1f} s "
+            f"| {row['runner']} | {wall} | {ratio} | {row['steady_round_s']:.1f} s "
             f"| {row['client_rounds_per_s']:.2f} | {row['final_error']:.3f}° |"
         )
     lines += [
         "",
         "| measurement | value |",
         "|---|---|",
-        f"| Flower fixed start-up cost (`flwr run` to the first round, tiny data) | {b['startup_s']:.1f} s |",
+        f"| Flower fixed start-up and shut-down cost (tiny data) | {b['startup_s']:.1f} s |",
         f"| Flower per-client-call overhead (tiny data, 2 CPUs per client) | {b['per_call_ms']:.0f} ms |",
     ]
     for row in result["memory"]:
@@ -238,9 +256,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--memory-clients", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--repeats", type=int, default=1, help="times each default-scenario runner runs, in turns")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedpersonal-perf-") as scratch:
-        result = measure(args.rounds, args.memory_clients, Path(scratch))
+        result = measure(args.rounds, args.memory_clients, Path(scratch), args.repeats)
     payload = {"name": "perf", "command": invocation(), "machine": machine_info(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": vars(args), "results": result}
     write_json_result("perf", payload, markdown(result))
