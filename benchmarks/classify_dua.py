@@ -44,7 +44,7 @@ from fedpersonal.data.corruptions import corrupt  # noqa: E402
 from fedpersonal.tasks import get_task  # noqa: E402
 from fedpersonal.tasks.base import ClientData, Task  # noqa: E402
 from fedpersonal.tasks.classify import user_domain  # noqa: E402
-from fedpersonal.training import Tensors, sgd_optimizer, train_epochs  # noqa: E402
+from fedpersonal.training import Tensors, sgd_optimizer, stack, train_epochs  # noqa: E402
 from simulations.matrix import Cell, Variant, plan_cells, run_matrix  # noqa: E402
 from simulations.reporting import MATRIX_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
@@ -137,10 +137,6 @@ def seed_experts(seed: int, out: Path) -> tuple[Task, RunConfig, ExpertSet, Path
     save_experts(experts, path)
     print(f"seed {seed}: experts trained in {time.monotonic() - start:.0f} s", flush=True)
     return task, cfg, experts, path
-
-
-def stack(parts: list[Tensors]) -> Tensors:
-    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def shifted(data: ClientData, corruption: str, seed: int, user: int) -> tuple[Tensors, Tensors]:

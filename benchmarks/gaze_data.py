@@ -22,14 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fedpersonal.config import RunConfig, parse_config  # noqa: E402
 from fedpersonal.metrics.angular import angular_error_deg  # noqa: E402
 from fedpersonal.tasks.gaze import GazeTask  # noqa: E402
-from fedpersonal.training import sgd_optimizer, train_epochs  # noqa: E402
+from fedpersonal.training import sgd_optimizer, stack, train_epochs  # noqa: E402
 from simulations.reporting import benchmark_row, invocation, write_benchmark  # noqa: E402
 
 UNSEEN_USERS = 10
-
-
-def stack(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def ridge_features(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:

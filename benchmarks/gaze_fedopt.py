@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 from fedpersonal.config import RunConfig  # noqa: E402
 from fedpersonal.metrics.fairness import fairness_summary  # noqa: E402
 from fedpersonal.tasks.gaze import GazeTask  # noqa: E402
-from fedpersonal.training import Tensors, sgd_optimizer, train_epochs  # noqa: E402
+from fedpersonal.training import sgd_optimizer, stack, train_epochs  # noqa: E402
 from simulations.matrix import MatrixReport, Variant, plan_cells, run_matrix  # noqa: E402
+from simulations.matrix.plan import load_overrides  # noqa: E402
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
 
@@ -56,13 +56,6 @@ FINAL = "final angular error (deg), each user's test split"
 WORST10 = "final angular error (deg), mean of the worst 10% users"
 
 
-def scenario(name: str) -> dict[str, Any]:
-    """The run-config keys of ``simulations/scenarios/gaze_<name>.toml`` (flattened)."""
-    from flwr.common.config import flatten_dict
-
-    return flatten_dict(tomllib.loads((SCENARIOS / f"gaze_{name}.toml").read_text()))
-
-
 def federated_runs(args: argparse.Namespace, algorithms: dict[str, dict[str, Any]], seeds: list[int],
                    out: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """Every algorithm (label -> run-config keys) on every seed as one matrix under ``out``: per
@@ -77,11 +70,6 @@ def federated_runs(args: argparse.Namespace, algorithms: dict[str, dict[str, Any
             "curve": [values.curve[r] for r in sorted(values.curve)], "users": list(values.clients),
         }
     return results
-
-
-def stack(parts: list[Tensors]) -> Tensors:
-    """Concatenate the tensors of several users."""
-    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def reference_run(cfg: RunConfig, pooled: bool) -> dict[str, Any]:
@@ -158,7 +146,8 @@ def grid(args: argparse.Namespace) -> None:
 def compare(args: argparse.Namespace) -> None:
     """Every algorithm on every seed; JSON/Markdown rows and the error-vs-round plot."""
     out = args.out or MATRIX_DIR / args.name
-    results = federated_runs(args, {name: scenario(name) for name in args.algorithms}, args.seeds, out)
+    scenarios = {name: load_overrides(SCENARIOS / f"gaze_{name}.toml") for name in args.algorithms}
+    results = federated_runs(args, scenarios, args.seeds, out)
     if args.references:
         for seed in args.seeds:
             cfg = parse_run_config({**scale_keys(args), "seed": seed})
@@ -181,7 +170,7 @@ def compare(args: argparse.Namespace) -> None:
         f"seed {seed}: {best['per_seed'][seed] / fedavg[FINAL]['per_seed'][seed]:.3f}" for seed in best["per_seed"]
     )
     plot(results, RESULTS_DIR / f"{args.name}.png")
-    config = {**scale_keys(args), "scenarios": {name: scenario(name) for name in args.algorithms},
+    config = {**scale_keys(args), "scenarios": scenarios,
               "references": "client SGD for rounds x local-epochs epochs", "seeds": args.seeds,
               "curves": {name: np.mean([r["curve"] for r in s.values()], axis=0).tolist() for name, s in results.items()}}
     notes = (f"Best server optimizer: {best['algorithm']} at {best['ratio_to_fedavg']:.3f} x FedAvg's final "

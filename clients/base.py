@@ -7,19 +7,20 @@ leave the device, extra local steps, personal state kept in ``context.state``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
-from fedpersonal.adaptation import AdaptSettings, adapt_model
+from fedpersonal.adaptation import adapt_model
 from fedpersonal.config import ConfigError, RunConfig, parse_config
 from fedpersonal.model_pool import pooled_initial_model
 from fedpersonal.params import load_arrays, select_keys, to_arrays
 from fedpersonal.tasks import CONFIG_SECTIONS as TASK_SECTIONS
 from fedpersonal.tasks import ClientData, Task, get_task
-from fedpersonal.training import sgd_optimizer, train_epochs
+from fedpersonal.training import Tensors, sgd_optimizer, train_epochs
 
 
 def parse_client_config(context: Context) -> RunConfig:
@@ -71,21 +72,30 @@ class ClientAlgorithm:
     def model_from(self, msg: Message) -> nn.Module:
         """A model holding the arrays the server sent, and this client's personal part if any
         (a per-process model object, reset to the run's seeded initial weights first)."""
-        model = pooled_initial_model(self.task, self.cfg)
+        # A message without personal keys carries every key (a strict load): no reset needed first.
+        model = pooled_initial_model(self.task, self.cfg, reset=bool(self.personal_prefixes))
         load_arrays(model, msg.content.array_records["arrays"], strict=not self.personal_prefixes)
         personal = self.context.state.array_records.get("personal")
         if personal is not None:
             load_arrays(model, personal, strict=False)
         return model
 
-    def local_train(self, model: nn.Module, server_round: int) -> float:
-        """Local SGD epochs on the train split; returns the mean training loss."""
+    def local_train(
+        self,
+        model: nn.Module,
+        server_round: int,
+        tensors: Tensors | None = None,
+        loss: Callable[[nn.Module, Tensors], torch.Tensor] | None = None,
+        epochs: int | None = None,
+    ) -> float:
+        """Local SGD epochs over ``model``'s parameters (defaults: the train split, the task's loss,
+        ``local-epochs``); returns the mean training loss."""
         return train_epochs(
             model,
-            self.data.train,
-            self.task.loss,
+            self.data.train if tensors is None else tensors,
+            self.task.loss if loss is None else loss,
             sgd_optimizer(model.parameters(), self.cfg),
-            self.cfg.local_epochs,
+            self.cfg.local_epochs if epochs is None else epochs,
             self.cfg.batch_size,
             round_generator(self.cfg, self.partition_id, server_round),
             self.cfg.grad_clip,
@@ -119,7 +129,7 @@ class ClientAlgorithm:
     def adapt(self, model: nn.Module, server_round: int) -> nn.Module | None:
         """A copy of ``model`` adapted to this client's unlabelled training data as section
         ``adapt`` says (None for ``adapt.method = "none"``); call it before a personalized evaluation."""
-        settings = self.cfg.sections.get("adapt", AdaptSettings())
+        settings = self.cfg.section("adapt")
         if settings.method == "none":
             return None
         generator = round_generator(self.cfg, self.partition_id, server_round)

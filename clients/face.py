@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, Context, Message
 from torch import nn
 
-from clients.base import ClientAlgorithm, round_generator, server_round_of
+from clients.base import ClientAlgorithm, server_round_of
 from fedpersonal.config import ConfigError
 from fedpersonal.losses.face import cosface_loss
 from fedpersonal.models.face import CosineClassifier
 from fedpersonal.params import load_arrays, to_arrays
 from fedpersonal.tasks.face import FaceTask, embed, pixels
-from fedpersonal.training import Tensors, sgd_optimizer, train_epochs
+from fedpersonal.training import Tensors
 
 CLASSIFIER_STATE = "face-classifier"
 BACKBONE_STATE = "face-local-backbone"
@@ -97,16 +97,7 @@ class FaceClient(ClientAlgorithm):
     def run_epochs(self, module: nn.Module, tensors: Tensors, loss, msg: Message) -> float:
         """SGD over ``module``'s parameters for this round's scheduled number of local epochs."""
         server_round = server_round_of(msg)
-        return train_epochs(
-            module,
-            tensors,
-            loss,
-            sgd_optimizer(module.parameters(), self.cfg),
-            self.face.local_epochs(server_round),
-            self.cfg.batch_size,
-            round_generator(self.cfg, self.partition_id, server_round),
-            self.cfg.grad_clip,
-        )
+        return self.local_train(module, server_round, tensors, loss, self.face.local_epochs(server_round))
 
     def train(self, msg: Message) -> Message:
         """Train locally from the received backbone; keep the personal parts, reply."""
@@ -122,7 +113,8 @@ class FaceClient(ClientAlgorithm):
         """The received backbone's and the personalized model's metrics on own identities."""
         received = self.model_from(msg)
         metrics = self.face.client_metrics(received, self.data)
-        personal = self.face.client_metrics(self.personal_model(received), self.data)
+        personal_model = self.personal_model(received)
+        personal = metrics if personal_model is received else self.face.client_metrics(personal_model, self.data)
         metrics.update({f"personalized-{key}": value for key, value in personal.items()})
         return self.reply(msg, {**metrics, "num-examples": self.data.num_test})
 

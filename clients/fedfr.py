@@ -65,34 +65,35 @@ class FedFRClient(FaceClient):
         transform = nn.Identity() if DFC_STATE not in self.context.state else self.dfc_branch(self.classifier(received)).transform
         return PersonalEmbedding(net, transform)
 
-    def training_set(self, received: nn.Module, msg: Message) -> tuple[Tensors, int]:
+    def training_set(self, received: nn.Module, public_features: torch.Tensor, threshold: float) -> tuple[Tensors, int]:
         """(images, CosFace labels, DFC labels, global features, previous features) of the local
-        images plus the hard-negative public images, and the hard-negative count."""
-        settings = self.cfg.sections.get("fedfr", FedFRSettings())
-        public = msg.content.array_records[PUBLIC_FEATURES].to_torch_state_dict()
+        images plus the public images whose server feature has cosine > ``threshold`` with a local
+        one (hard negatives), and the hard-negative count."""
         public_images, public_labels = self.face.public_data()
-        if len(public_images) != len(public["features"]):
+        if len(public_images) != len(public_features):
             raise ValueError(
-                f"the server sent {len(public['features'])} public features for {len(public_images)} public images; "
+                f"the server sent {len(public_features)} public features for {len(public_images)} public images; "
                 "server and client must use the same face section and seed"
             )
         images, labels = self.data.train
-        hard = hard_negatives(embed(received, images), public["features"], settings.hard_negative_threshold)
+        hard = hard_negatives(embed(received, images), public_features, threshold)
         num_local_classes = int(labels.max()) + 1
         all_images = torch.cat([images, public_images[hard]])
         cosface_labels = torch.cat([labels, num_local_classes + public_labels[hard]])
         dfc_labels = torch.cat([labels, torch.full((len(hard),), NO_POSITIVE, dtype=labels.dtype)])
+        global_features = embed(received, all_images)
         saved = self.saved_backbone()
-        previous = received if saved is None else saved
-        tensors = (all_images, cosface_labels, dfc_labels, embed(received, all_images), embed(previous, all_images))
+        previous_features = global_features if saved is None else embed(saved, all_images)  # before any training: the same
+        tensors = (all_images, cosface_labels, dfc_labels, global_features, previous_features)
         return tensors, len(hard)
 
     def fit(self, net: nn.Module, classifier: CosineClassifier, received: nn.Module, msg: Message) -> dict[str, float]:
         """FedFR's local objective on local + hard-negative images."""
         settings = self.cfg.sections.get("fedfr", FedFRSettings())
         face = self.face.settings
-        public_rows = msg.content.array_records[PUBLIC_FEATURES].to_torch_state_dict()["classifier"]
-        tensors, num_hard = self.training_set(received, msg)
+        public = msg.content.array_records[PUBLIC_FEATURES].to_torch_state_dict()
+        public_rows = public["classifier"]
+        tensors, num_hard = self.training_set(received, public["features"], settings.hard_negative_threshold)
         dfc = self.dfc_branch(classifier)
 
         def loss(_: nn.Module, batch: Tensors) -> torch.Tensor:

@@ -30,8 +30,9 @@ def seeded_model(task: Task, seed: int) -> nn.Module:
         return task.build_model()
 
 
-def pooled_initial_model(task: Task, cfg: RunConfig) -> nn.Module:
-    """This process's model for (task, run config), reset to the run's initial weights.
+def pooled_initial_model(task: Task, cfg: RunConfig, reset: bool = True) -> nn.Module:
+    """This process's model for (task, run config), reset to the run's initial weights
+    (``reset=False`` skips that copy for a caller that overwrites every key next).
 
     The object is shared: it is valid until the next call for the same run config.
     """
@@ -42,5 +43,6 @@ def pooled_initial_model(task: Task, cfg: RunConfig) -> nn.Module:
         model = seeded_model(task, cfg.seed)
         _POOL[key] = (model, copy.deepcopy(model.state_dict()))
     model, initial = _POOL[key]
-    model.load_state_dict(initial)
+    if reset:
+        model.load_state_dict(initial)
     return model

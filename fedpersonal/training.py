@@ -12,6 +12,11 @@ from fedpersonal.config import RunConfig
 Tensors = tuple[torch.Tensor, ...]
 
 
+def stack(parts: list[Tensors]) -> Tensors:
+    """Concatenate aligned tensor tuples (e.g. several users' data) column by column."""
+    return tuple(torch.cat(column) for column in zip(*parts))
+
+
 def iterate_batches(
     tensors: Tensors, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[Tensors]:

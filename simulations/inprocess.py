@@ -50,7 +50,6 @@ class InProcessGrid(Grid):
         }
         self.sent: list[Message] = []  # every message delivered, when recording
         self.replies: list[Message] = []  # every reply, when recording
-        self.last_call_seconds = 0.0
         self._run: Any = None
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SERVER_NODE_ID, run_id
 
@@ -81,7 +80,8 @@ class InProcessGrid(Grid):
         """Not used: :meth:`send_and_receive` delivers synchronously."""
         raise NotImplementedError("InProcessGrid delivers through send_and_receive only")
 
-    def _deliver(self, message: Message) -> Message:
+    def _deliver(self, message: Message) -> tuple[Message, float]:
+        """The ClientApp's reply to ``message`` and the seconds the call took."""
         message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
         message.metadata.__dict__["_src_node_id"] = SERVER_NODE_ID
         delivered = Message(
@@ -103,18 +103,18 @@ class InProcessGrid(Grid):
             reply = Message(Error(CLIENT_ERROR_CODE, f"{type(error).__name__}: {error}"), reply_to=delivered)
         finally:
             TaskIdentity.node_id = SERVER_NODE_ID
-        self.last_call_seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         if self.record:
             self.replies.append(reply)
-        return reply
+        return reply, seconds
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Deliver every message; return the replies of calls that took at most ``timeout`` seconds
         (a late reply is discarded, as Flower's grid stops waiting for it)."""
         replies = []
         for message in messages:
-            reply = self._deliver(message)
-            if timeout is None or self.last_call_seconds <= timeout:
+            reply, seconds = self._deliver(message)
+            if timeout is None or seconds <= timeout:
                 replies.append(reply)
         return replies
 

@@ -58,13 +58,14 @@ class DUA(FedAvg):
         super().__init__(**kwargs)
         self.experts, self.settings = experts, settings
         self.generic = ArrayRecord(experts.generic)
+        self.packed_experts = pack_states(experts.experts)  # the same every round: packed once
         self.personal: dict[int, ArrayRecord] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Ask the sampled nodes without a merged model for Omega of every expert."""
         config["importance"] = self.settings.importance
         config["omega-batch-size"] = self.settings.omega_batch_size
-        messages = super().configure_train(server_round, pack_states(self.experts.experts), config, grid)
+        messages = super().configure_train(server_round, self.packed_experts, config, grid)
         return [msg for msg in messages if msg.metadata.dst_node_id not in self.personal]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -26,3 +26,14 @@ def test_seeded_model_leaves_the_global_generator_alone():
     torch.manual_seed(123)
     seeded_model(get_task("gaze"), 0)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_without_reset_the_pooled_model_is_returned_as_left():
+    cfg = parse_config({"seed": 7})
+    task = get_task("gaze", cfg)
+    model = pooled_initial_model(task, cfg)
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    kept = model.head.weight.clone()
+    assert pooled_initial_model(task, cfg, reset=False) is model
+    torch.testing.assert_close(model.head.weight, kept, rtol=0, atol=0)

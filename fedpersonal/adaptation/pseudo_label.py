@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedpersonal.adaptation.adabn import Forward
-from fedpersonal.training import Tensors, iterate_batches
+from fedpersonal.training import Tensors, iterate_batches, train_epochs
 
 
 def confident_labels(model: nn.Module, forward: Forward, inputs: Tensors, threshold: float, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,12 +40,9 @@ def pseudo_label(
     if len(keep) == 0:
         return model.eval()
     chosen = tuple(t[keep] for t in inputs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for batch in iterate_batches((*chosen, labels), batch_size, generator):
-            loss = F.cross_entropy(forward(model, batch[:-1]), batch[-1])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+
+    def loss(net: nn.Module, batch: Tensors) -> torch.Tensor:
+        return F.cross_entropy(forward(net, batch[:-1]), batch[-1])
+
+    train_epochs(model, (*chosen, labels), loss, torch.optim.Adam(model.parameters(), lr=lr), epochs, batch_size, generator)
     return model.eval()

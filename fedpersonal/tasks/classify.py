@@ -46,7 +46,7 @@ from fedpersonal.data.synthetic import shapes
 from fedpersonal.models.cnn import SmallCNN
 from fedpersonal.tasks.base import ClientData, Task, Tensors
 from fedpersonal.tasks.gaze import split_train_test
-from fedpersonal.training import iterate_batches
+from fedpersonal.training import iterate_batches, stack
 
 SHIFTS = ("corruption", "category", "none")
 ROLES = {"user": 0, "server": 1}
@@ -227,7 +227,7 @@ def server_data(cfg: RunConfig, domain: Domain, count: int) -> Tensors:
     """About ``count`` labelled server samples of ``domain``, from :data:`SERVER_SOURCES` collections."""
     share = max(1, -(-count // SERVER_SOURCES))
     parts = [domain_samples(cfg, domain, "server", SERVER_SOURCE_OFFSET + j, share) for j in range(SERVER_SOURCES)]
-    return tuple(torch.cat(column) for column in zip(*parts))
+    return stack(parts)
 
 
 class ClassifyTask(Task):

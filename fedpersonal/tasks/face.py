@@ -327,9 +327,8 @@ class FaceTask(Task):
 
     def __init__(self, cfg: RunConfig | None = None) -> None:
         super().__init__(cfg)
-        require_choice("dataset", self.cfg.dataset, self.datasets)
+        self.source = face_source(self.cfg)  # checks dataset first
         self.settings = face_settings(self.cfg)
-        self.source = face_source(self.cfg)
 
     def _data_key(self) -> tuple[int, FaceSettings, float]:
         return self.cfg.seed, self.settings, self.cfg.heterogeneity

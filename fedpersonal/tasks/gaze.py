@@ -66,11 +66,15 @@ def _user_data(user_id: int, count: int, seed: int, heterogeneity: float, test_f
     return split_train_test(samples_to_tensors(samples), test_fraction)
 
 
+def gaze_settings(cfg: RunConfig) -> GazeSettings:
+    """The run's ``gaze`` section (defaults when the config was parsed without it)."""
+    return cfg.sections.get("gaze", GazeSettings())
+
+
 def loader_options(cfg: RunConfig) -> dict[str, Any]:
     """Options of the real-data loader of ``cfg.dataset`` (images at the LeNet's input size)."""
     if cfg.dataset == "mpiigaze":
-        settings = cfg.sections.get("gaze", GazeSettings())
-        return {"evaluation_subset": settings.evaluation_subset}
+        return {"evaluation_subset": gaze_settings(cfg).evaluation_subset}
     return {"size": (HEIGHT, WIDTH), "gray": True}
 
 
@@ -88,7 +92,7 @@ class GazeTask(Task):
 
     def build_model(self) -> nn.Module:
         """A new :class:`GazeLeNet` (with BatchNorm when ``gaze.batchnorm``)."""
-        return GazeLeNet(batchnorm=self.cfg.sections.get("gaze", GazeSettings()).batchnorm)
+        return GazeLeNet(batchnorm=gaze_settings(self.cfg).batchnorm)
 
     def forward(self, model: nn.Module, inputs: Tensors) -> torch.Tensor:
         """Predicted (pitch, yaw) of (images uint8, pose)."""
