@@ -1,6 +1,6 @@
 """DUA and unsupervised local adaptation on shifted users; AdaBN on gaze users with shifted lighting.
 
-    python benchmarks/classify_dua.py [--seeds 0 1 2]
+    python -m benchmarks.classify_dua [--seeds 0 1 2]
 
 Classification (task ``classify``, shapes, ``user-shift = "corruption"``: DUA's TransPrior): eight
 users, each with its own palette/texture/style *and* its own corruption (one of the eight of
@@ -34,20 +34,19 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from fedpersonal.adaptation import AdaptSettings, adapt_model  # noqa: E402
-from fedpersonal.adaptation.experts import ExpertSet, load_experts, save_experts, train_experts  # noqa: E402
-from fedpersonal.adaptation.imm import imm_merge  # noqa: E402
-from fedpersonal.config import RunConfig  # noqa: E402
-from fedpersonal.data.corruptions import corrupt  # noqa: E402
-from fedpersonal.tasks import get_task  # noqa: E402
-from fedpersonal.tasks.base import ClientData, Task  # noqa: E402
-from fedpersonal.tasks.classify import user_domain  # noqa: E402
-from fedpersonal.training import Tensors, sgd_optimizer, stack, train_epochs  # noqa: E402
-from simulations.matrix import Cell, Variant, plan_cells, run_matrix  # noqa: E402
-from simulations.reporting import MATRIX_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
-from simulations.server_app import parse_run_config  # noqa: E402
+from fedpersonal.adaptation import AdaptSettings, adapt_model
+from fedpersonal.adaptation.experts import ExpertSet, load_experts, save_experts, train_experts
+from fedpersonal.adaptation.imm import imm_merge
+from fedpersonal.config import RunConfig
+from fedpersonal.data.corruptions import corrupt
+from fedpersonal.tasks import get_task
+from fedpersonal.tasks.base import ClientData, Task
+from fedpersonal.tasks.classify import user_domain
+from fedpersonal.training import SGDSettings, Tensors, sgd_optimizer, stack, train_epochs
+from simulations.matrix import Cell, Variant, plan_cells, run_matrix
+from simulations.reporting import MATRIX_DIR, benchmark_row, invocation, write_benchmark
+from simulations.server_app import parse_run_config
 
 USERS = 8
 CLASSIFY = {
@@ -111,7 +110,7 @@ def reference_rows(task: Task, cfg: RunConfig, experts: ExpertSet) -> PerUser:
     uniform = imm_merge(experts.experts, [{} for _ in experts.experts])  # no Omega: plain means
     adabn = AdaptSettings(method="adabn")
     for user in range(USERS):
-        data = task.client_data(cfg, user)
+        data = task.client_data(user)
         own = experts.experts[experts.domains.index(user_domain(cfg, user).name)]
         for name, state in (("own-domain expert (oracle)", own), ("mean-IMM (uniform merge)", uniform)):
             model = task.build_model()
@@ -131,7 +130,7 @@ def seed_experts(seed: int, out: Path) -> tuple[Task, RunConfig, ExpertSet, Path
     if path.is_file():
         return task, cfg, load_experts(path, task.build_model()), path
     start = time.monotonic()
-    dua = cfg.section("dua")
+    dua = cfg.section(DUASettings)
     experts = train_experts(task, cfg, dua.server_samples, dua.generic_epochs, dua.expert_epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_experts(experts, path)
@@ -154,9 +153,9 @@ def trained_gaze_model(seed: int, batchnorm: bool) -> tuple[Task, RunConfig, tor
     task = get_task("gaze", cfg)
     torch.manual_seed(seed)
     model = task.build_model()
-    train = stack([task.client_data(cfg, user).train for user in range(cfg.num_clients)])
+    train = stack([task.client_data(user).train for user in range(cfg.num_clients)])
     generator = torch.Generator().manual_seed(seed)
-    train_epochs(model, train, task.loss, sgd_optimizer(model.parameters(), cfg), GAZE_EPOCHS, cfg.batch_size,
+    train_epochs(model, train, task.loss, sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg)), GAZE_EPOCHS, cfg.batch_size,
                  generator, cfg.grad_clip)
     return task, cfg, model
 
@@ -169,7 +168,7 @@ def gaze_seed(seed: int) -> PerUser:
     for batchnorm, name in ((False, "LeNet"), (True, "LeNet-BN")):
         task, cfg, model = trained_gaze_model(seed, batchnorm)
         for index in range(GAZE_UNSEEN):
-            data = task.unseen_user_data(cfg, index)
+            data = task.unseen_user_data(index)
             corruption = GAZE_SHIFTS[index % len(GAZE_SHIFTS)]
             users = {"natural": (data.train, data.test), "lighting/noise-shifted": shifted(data, corruption, seed, index)}
             for kind, (unlabelled, test) in users.items():

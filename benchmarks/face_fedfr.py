@@ -1,6 +1,6 @@
 """FedFR vs FedAvg, FedAvg + local fine-tuning and local-only on the embedded faces.
 
-    python benchmarks/face_fedfr.py [--seeds 0 1 2] [--clients 8] [--rounds 3]
+    python -m benchmarks.face_fedfr [--seeds 0 1 2] [--clients 8] [--rounds 3]
 
 Every algorithm runs through the real ServerApp logic and ClientApp in one process, as one
 strategy-comparison matrix (:func:`simulations.matrix.run_matrix`) kept under ``--out`` (default
@@ -30,11 +30,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from simulations.matrix import Variant, plan_cells, run_matrix  # noqa: E402
-from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
-from simulations.server_app import parse_run_config  # noqa: E402
+from simulations.matrix import Variant, plan_cells, run_matrix
+from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark
+from simulations.server_app import parse_run_config
 
 NAME = "face_fedfr"
 RUNS = ("fedfr", "face-finetune", "face-local")
@@ -156,7 +155,7 @@ def main() -> None:
             dict(zip(args.seeds, clients)) if clients else None,
         ))
     plot(curves, RESULTS_DIR / f"{args.name}.png")
-    public = parse_run_config(config).section("face")
+    public = parse_run_config(config).section(FaceSettings)
     timing = ", ".join(f"{run} {np.mean(s):.0f} s" for run, s in seconds.items()) or "all runs reused from --out"
     notes = (
         f"Seconds per run (mean over the seeds run now, incl. server pretraining on the first run of a seed): {timing}. "

@@ -4,7 +4,7 @@ References, all trained on the 15 default users' training splits and tested on 1
 never trained: (a) predicting the training mean gaze, (b) ridge regression on 18x30 pixels +
 head pose, (c) a centrally trained LeNet (the federated model's architecture and optimiser).
 
-    python benchmarks/gaze_data.py [--seeds 0 1 2] [--epochs 6]
+    python -m benchmarks.gaze_data [--seeds 0 1 2] [--epochs 6]
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from sklearn.linear_model import Ridge
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedpersonal.config import RunConfig, parse_config  # noqa: E402
-from fedpersonal.metrics.angular import angular_error_deg  # noqa: E402
-from fedpersonal.tasks.gaze import GazeTask  # noqa: E402
-from fedpersonal.training import sgd_optimizer, stack, train_epochs  # noqa: E402
-from simulations.reporting import benchmark_row, invocation, write_benchmark  # noqa: E402
+from fedpersonal.config import RunConfig, parse_config
+from fedpersonal.metrics.angular import angular_error_deg
+from fedpersonal.tasks.gaze import GazeTask
+from fedpersonal.training import SGDSettings, sgd_optimizer, stack, train_epochs
+from simulations.reporting import benchmark_row, invocation, write_benchmark
 
 UNSEEN_USERS = 10
 
@@ -37,8 +36,8 @@ def ridge_features(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
 def evaluate_seed(cfg: RunConfig, epochs: int) -> dict[str, list[float]]:
     """Per-unseen-user angular errors of each reference."""
     task = GazeTask()
-    train = stack([task.client_data(cfg, user).train for user in range(cfg.num_clients)])
-    unseen = [task.unseen_user_data(cfg, k) for k in range(UNSEEN_USERS)]
+    train = stack([task.client_data(user).train for user in range(cfg.num_clients)])
+    unseen = [task.unseen_user_data(k) for k in range(UNSEEN_USERS)]
     # Unseen users contribute all their samples to the test.
     tests = [stack([data.train, data.test]) for data in unseen]
 
@@ -47,7 +46,7 @@ def evaluate_seed(cfg: RunConfig, epochs: int) -> dict[str, list[float]]:
     torch.manual_seed(cfg.seed)
     model = task.build_model()
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = sgd_optimizer(model.parameters(), cfg)
+    optimizer = sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg))
     train_epochs(model, train, task.loss, optimizer, epochs, cfg.batch_size, generator, cfg.grad_clip)
 
     errors: dict[str, list[float]] = {"predict-mean": [], "ridge": [], "central-lenet": []}

@@ -3,8 +3,8 @@
 Two modes, both at the same scale (``--clients`` users x ``--samples`` samples, ``--local-epochs``
 per round, ``--rounds`` rounds; defaults below):
 
-    python benchmarks/gaze_fedopt.py grid      # server-lr grid search, seed 100 (not a benchmark seed)
-    python benchmarks/gaze_fedopt.py compare   # FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad with the
+    python -m benchmarks.gaze_fedopt grid      # server-lr grid search, seed 100 (not a benchmark seed)
+    python -m benchmarks.gaze_fedopt compare   # FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad with the
                                                # server-lr of simulations/scenarios/gaze_<name>.toml,
                                                # plus centralized and local-only references, seeds 0 1 2
 
@@ -29,16 +29,15 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from fedpersonal.config import RunConfig  # noqa: E402
-from fedpersonal.metrics.fairness import fairness_summary  # noqa: E402
-from fedpersonal.tasks.gaze import GazeTask  # noqa: E402
-from fedpersonal.training import sgd_optimizer, stack, train_epochs  # noqa: E402
-from simulations.matrix import MatrixReport, Variant, plan_cells, run_matrix  # noqa: E402
-from simulations.matrix.plan import load_overrides  # noqa: E402
-from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark  # noqa: E402
-from simulations.server_app import parse_run_config  # noqa: E402
+from fedpersonal.config import RunConfig
+from fedpersonal.metrics.fairness import fairness_summary
+from fedpersonal.tasks.gaze import GazeTask
+from fedpersonal.training import SGDSettings, sgd_optimizer, stack, train_epochs
+from simulations.matrix import MatrixReport, Variant, plan_cells, run_matrix
+from simulations.matrix.plan import load_overrides
+from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark
+from simulations.server_app import parse_run_config
 
 FEDERATED = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 SCENARIOS = ROOT / "simulations" / "scenarios"
@@ -76,14 +75,14 @@ def reference_run(cfg: RunConfig, pooled: bool) -> dict[str, Any]:
     """Centralized (``pooled``) or local-only training, evaluated on each user's test split after
     every ``local-epochs`` epochs (one point per round)."""
     task = GazeTask()
-    data = [task.client_data(cfg, user) for user in range(cfg.num_clients)]
+    data = [task.client_data(user) for user in range(cfg.num_clients)]
     torch.manual_seed(cfg.seed)
     initial = task.build_model()
     groups = [stack([d.train for d in data])] if pooled else [d.train for d in data]
     models = [task.build_model() for _ in groups]
     for model in models:
         model.load_state_dict(initial.state_dict())
-    optimizers = [sgd_optimizer(model.parameters(), cfg) for model in models]
+    optimizers = [sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg)) for model in models]
     generator = torch.Generator().manual_seed(cfg.seed)
 
     def errors() -> list[float]:

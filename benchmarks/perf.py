@@ -12,7 +12,7 @@
     (d) peak memory of all processes (PSS, so shared pages count once) vs the number of clients,
     with personal state (FedPer), 10 clients sampled per round and one CPU per client.
 
-    python benchmarks/perf.py [--rounds 10] [--memory-clients 100 1000 10000] [--repeats 1]
+    python -m benchmarks.perf [--rounds 10] [--memory-clients 100 1000 10000] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -31,16 +31,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clients.base import round_generator  # noqa: E402
-from fedpersonal.config import RunConfig, parse_config  # noqa: E402
-from fedpersonal.results import RunDirectory  # noqa: E402
-from fedpersonal.tasks import get_task  # noqa: E402
-from fedpersonal.training import sgd_optimizer, train_epochs  # noqa: E402
-from simulations.inprocess import run_inprocess  # noqa: E402
-from simulations.local_superlink import PrivateSuperLink, descendants  # noqa: E402
-from simulations.reporting import invocation, machine_info, write_json_result  # noqa: E402
+from clients.base import round_generator
+from fedpersonal.config import RunConfig, parse_config
+from fedpersonal.results import RunDirectory
+from fedpersonal.tasks import get_task
+from fedpersonal.training import SGDSettings, sgd_optimizer, train_epochs
+from simulations.inprocess import run_inprocess
+from simulations.local_superlink import PrivateSuperLink, descendants
+from simulations.reporting import invocation, machine_info, write_json_result
 
 APP = Path(__file__).resolve().parents[1]
 SAMPLED = 10
@@ -53,7 +52,7 @@ def plain_fedavg(cfg: RunConfig) -> dict:
     task = get_task(cfg.task, cfg)
     torch.manual_seed(cfg.seed)
     global_model = task.build_model()
-    data = [task.client_data(cfg, pid) for pid in range(cfg.num_clients)]
+    data = [task.client_data(pid) for pid in range(cfg.num_clients)]
 
     def evaluate() -> float:
         results = [(task.evaluate(global_model, d.test)[task.metric], d.num_test) for d in data]
@@ -67,7 +66,7 @@ def plain_fedavg(cfg: RunConfig) -> dict:
         for pid, client in enumerate(data):
             model = task.build_model()
             model.load_state_dict(global_model.state_dict())
-            optimizer = sgd_optimizer(model.parameters(), cfg)
+            optimizer = sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg))
             generator = round_generator(cfg, pid, server_round)
             train_epochs(model, client.train, task.loss, optimizer, cfg.local_epochs, cfg.batch_size, generator, cfg.grad_clip)
             states.append(model.state_dict())

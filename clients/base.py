@@ -14,20 +14,12 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
-from fedpersonal.adaptation import adapt_model
-from fedpersonal.config import ConfigError, RunConfig, parse_config
+from fedpersonal.adaptation import AdaptSettings, adapt_model
+from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.model_pool import pooled_initial_model
 from fedpersonal.params import load_arrays, select_keys, to_arrays
-from fedpersonal.tasks import CONFIG_SECTIONS as TASK_SECTIONS
 from fedpersonal.tasks import ClientData, Task, get_task
-from fedpersonal.training import Tensors, sgd_optimizer, train_epochs
-
-
-def parse_client_config(context: Context) -> RunConfig:
-    """The run config with the client-side sections (other sections were checked by the server)."""
-    from clients import CONFIG_SECTIONS  # the registry imports this module
-
-    return parse_config(context.run_config, {**TASK_SECTIONS, **CONFIG_SECTIONS}, strict=False)
+from fedpersonal.training import SGDSettings, Tensors, sgd_optimizer, train_epochs
 
 
 def partition_of(context: Context, cfg: RunConfig) -> int:
@@ -56,14 +48,18 @@ def round_generator(cfg: RunConfig, partition_id: int, server_round: int) -> tor
 
 
 class ClientAlgorithm:
-    """FedAvg client: load the global model, train locally, return the whole model."""
+    """FedAvg client: load the global model, train locally, return the whole model.
 
-    def __init__(self, context: Context) -> None:
+    ``context`` is the node's Flower context (``context.state`` carries personal state across
+    rounds); ``cfg`` is the run config, parsed once per run by the ClientApp.
+    """
+
+    def __init__(self, context: Context, cfg: RunConfig) -> None:
         self.context = context
-        self.cfg = parse_client_config(context)
+        self.cfg = cfg
         self.task: Task = get_task(self.cfg.task, self.cfg)
         self.partition_id = partition_of(context, self.cfg)
-        self.data: ClientData = self.task.client_data(self.cfg, self.partition_id)
+        self.data: ClientData = self.task.client_data(self.partition_id)
 
     # Parameter-name prefixes that never leave the device (e.g. ("head.",) for FedPer): they are
     # kept in context.state["personal"] and override what the server sends.
@@ -94,7 +90,7 @@ class ClientAlgorithm:
             model,
             self.data.train if tensors is None else tensors,
             self.task.loss if loss is None else loss,
-            sgd_optimizer(model.parameters(), self.cfg),
+            sgd_optimizer(model.parameters(), SGDSettings.from_config(self.cfg)),
             self.cfg.local_epochs if epochs is None else epochs,
             self.cfg.batch_size,
             round_generator(self.cfg, self.partition_id, server_round),
@@ -129,7 +125,7 @@ class ClientAlgorithm:
     def adapt(self, model: nn.Module, server_round: int) -> nn.Module | None:
         """A copy of ``model`` adapted to this client's unlabelled training data as section
         ``adapt`` says (None for ``adapt.method = "none"``); call it before a personalized evaluation."""
-        settings = self.cfg.section("adapt")
+        settings = self.cfg.section(AdaptSettings)
         if settings.method == "none":
             return None
         generator = round_generator(self.cfg, self.partition_id, server_round)

@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord, Context, Message
 from torch import nn
 
 from clients.base import ClientAlgorithm, server_round_of
-from fedpersonal.config import ConfigError
+from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.losses.face import cosface_loss
 from fedpersonal.models.face import CosineClassifier
 from fedpersonal.params import load_arrays, to_arrays
@@ -47,8 +47,8 @@ def imprinted_rows(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 class FaceClient(ClientAlgorithm):
     """``face-fedavg``: a generic backbone averaged across clients, a personal classifier."""
 
-    def __init__(self, context: Context) -> None:
-        super().__init__(context)
+    def __init__(self, context: Context, cfg: RunConfig) -> None:
+        super().__init__(context, cfg)
         if not isinstance(self.task, FaceTask):
             raise ConfigError(
                 f"run config key 'strategy' = {self.cfg.strategy!r} needs task 'face'; got task = {self.cfg.task!r}"

@@ -1,4 +1,4 @@
-"""FedFR client (Liu et al., AAAI 2022): generic backbone plus a personal DFC branch (DESIGN §4).
+"""FedFR client (Liu et al., AAAI 2022): generic backbone plus a personal DFC branch.
 
 Per round: with the received global backbone the client embeds its training images and keeps as
 hard negatives the public images whose (server-computed, normalised) feature has cosine
@@ -17,6 +17,7 @@ Personalized feature = DFC transform(local backbone(x)).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from flwr.app import Message
@@ -36,6 +37,8 @@ DFC_STATE = "fedfr-dfc"
 @dataclass(frozen=True)
 class FedFRSettings:
     """Run-config section ``fedfr`` (``[tool.flwr.app.config.fedfr]``), read by the client."""
+
+    SECTION: ClassVar[str] = "fedfr"
 
     hard_negative_threshold: float = setting(0.4, "a number in [-1, 1] (cosine)", lambda v: -1 <= v <= 1)
     dfc_weight: float = setting(10.0, "a number >= 0", lambda v: v >= 0)
@@ -89,7 +92,7 @@ class FedFRClient(FaceClient):
 
     def fit(self, net: nn.Module, classifier: CosineClassifier, received: nn.Module, msg: Message) -> dict[str, float]:
         """FedFR's local objective on local + hard-negative images."""
-        settings = self.cfg.sections.get("fedfr", FedFRSettings())
+        settings = self.cfg.section(FedFRSettings)
         face = self.face.settings
         public = msg.content.array_records[PUBLIC_FEATURES].to_torch_state_dict()
         public_rows = public["classifier"]

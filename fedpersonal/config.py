@@ -2,9 +2,10 @@
 
 Every top-level key of ``[tool.flwr.app.config]`` in pyproject.toml is a field of
 :class:`RunConfig` (``num-rounds`` <-> ``num_rounds``) with its default, its type and the values
-it allows. Algorithm-specific keys live in sections: the TOML table ``[tool.flwr.app.config.fedopt]``
-becomes Flower keys ``fedopt.<key>``, parsed into the section's own dataclass (declared with
-:func:`setting` fields, exactly like :class:`RunConfig`) and read with ``cfg.section("fedopt")``.
+it allows. Task- and algorithm-specific keys live in sections: the TOML table
+``[tool.flwr.app.config.fedadam]`` becomes Flower keys ``fedadam.<key>``, parsed into the section's
+own frozen dataclass (declared with :func:`setting` fields, exactly like :class:`RunConfig`, and
+naming its section in the class variable ``SECTION``) and read with ``cfg.section(FedAdamSettings)``.
 :func:`parse_config` checks every key and raises :class:`ConfigError` naming the key, the bad
 value and what is allowed, before anything trains.
 """
@@ -14,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 
 class ConfigError(ValueError):
     """A run-config key has a bad value, is unknown, or is inconsistent with the federation."""
+
+
+Section = TypeVar("Section")
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,16 @@ class RunConfig:
     resume: str = setting("", "'' (a new run) or the path of a run directory to continue")
     sections: dict[str, Any] = field(default_factory=dict, metadata={"section": True})
 
-    def section(self, name: str) -> Any:
-        """The parsed settings of section ``name`` (a KeyError if it was not parsed)."""
-        return self.sections[name]
+    def section(self, cls: type[Section]) -> Section:
+        """The parsed settings of section ``cls.SECTION``, as a ``cls``; its defaults when the
+        config was built without that section (e.g. ``RunConfig()`` in code)."""
+        name = section_name(cls)
+        value = self.sections.get(name)
+        if value is None:
+            return cls()
+        if not isinstance(value, cls):
+            raise TypeError(f"section '{name}' was parsed as {type(value).__name__}, not {cls.__name__}")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """The config as flat Flower run-config keys (kebab-case, ``section.key``)."""
@@ -90,6 +101,14 @@ class RunConfig:
         for name, values in sorted(self.sections.items()):
             flat.update({f"{name}.{key}": value for key, value in settings_dict(values).items()})
         return flat
+
+
+def section_name(cls: type) -> str:
+    """The run-config section a settings dataclass declares in its ``SECTION`` class variable."""
+    name = getattr(cls, "SECTION", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"settings class {cls.__name__} declares no SECTION name")
+    return name
 
 
 def _flower_key(field_name: str) -> str:
@@ -142,16 +161,13 @@ def parse_settings(cls: type, values: Mapping[str, Any], prefix: str = "") -> An
     return cls(**parsed)
 
 
-def parse_config(
-    run_config: Mapping[str, Any], sections: Mapping[str, type] | None = None, strict: bool = True
-) -> RunConfig:
+def parse_config(run_config: Mapping[str, Any], sections: Iterable[type] = ()) -> RunConfig:
     """Validate Flower's run config (missing keys take their defaults) into a :class:`RunConfig`.
 
-    ``sections`` maps section names to their settings dataclasses; every one of them is parsed
-    (defaults where absent). Keys of other sections are errors when ``strict`` (the server, which
-    knows every section) and ignored otherwise (a client that needs only its own section).
+    ``sections`` are the settings dataclasses of every section the run may use; each is parsed
+    (defaults where absent), and a key of any other section is an error naming the known ones.
     """
-    known = dict(sections or {})
+    known = {section_name(cls): cls for cls in sections}
     top: dict[str, Any] = {}
     grouped: dict[str, dict[str, Any]] = {name: {} for name in known}
     for key, value in run_config.items():
@@ -160,7 +176,7 @@ def parse_config(
             top[key] = value
         elif name in known:
             grouped[name][rest] = value
-        elif strict:
+        else:
             raise ConfigError(
                 f"run config key '{key}' belongs to unknown section '{name}'; "
                 f"known sections: {sorted(known)}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -25,6 +26,8 @@ def _probability(value: float) -> bool:
 @dataclass(frozen=True)
 class FaultSettings:
     """Run-config section ``faults``."""
+
+    SECTION: ClassVar[str] = "faults"
 
     dropout: float = setting(0.0, "a probability in [0, 1] that a client drops out of a round", _probability)
     slow_fraction: float = setting(0.0, "a fraction in [0, 1] of clients that are slow devices", _probability)

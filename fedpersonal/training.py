@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,9 +32,23 @@ def iterate_batches(
             yield tuple(t[index] for t in tensors)
 
 
-def sgd_optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], cfg: RunConfig) -> torch.optim.SGD:
-    """The client optimizer: SGD with the run's lr, momentum and weight decay."""
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+@dataclass(frozen=True)
+class SGDSettings:
+    """The client optimizer's settings: SGD learning rate, momentum and weight decay."""
+
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> SGDSettings:
+        """The run's ``lr``, ``momentum`` and ``weight-decay``."""
+        return cls(cfg.lr, cfg.momentum, cfg.weight_decay)
+
+
+def sgd_optimizer(params: Iterable[nn.Parameter], settings: SGDSettings) -> torch.optim.SGD:
+    """SGD over ``params`` with ``settings``."""
+    return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
 def train_epochs(

@@ -124,7 +124,7 @@ def run_inprocess(
 ) -> tuple[RunDirectory, InProcessGrid]:
     """Run one configuration (Flower run-config keys) in this process; returns its run directory
     and the grid (holding every message and reply with ``record``)."""
-    from clients.app import app as client_app
+    from simulations.client_app import app as client_app
     from simulations.server_app import parse_run_config, run
 
     cfg = parse_run_config(dict(run_config))

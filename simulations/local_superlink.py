@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -101,8 +102,11 @@ class PrivateSuperLink:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for ``flwr`` commands that talk to this SuperLink."""
-        return quiet_environment() | {"FLWR_HOME": str(self.home)} | self.extra_env
+        """Environment for ``flwr`` commands that talk to this SuperLink; this interpreter's scripts
+        (``flwr``, ``flower-superlink``) come first on PATH, so an unactivated virtual environment works."""
+        environment = quiet_environment()
+        path = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", os.defpath)])
+        return environment | {"PATH": path, "FLWR_HOME": str(self.home)} | self.extra_env
 
     def _write_connection(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

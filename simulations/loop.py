@@ -4,14 +4,17 @@ It drives any Flower Strategy through its four hooks (configure/aggregate train/
 records every client reply (so a run directory holds per-client metrics next to the aggregates),
 tolerates failed and late clients (a round aggregates the replies that came in time, if at least
 ``min_train_replies`` did; otherwise it keeps the previous model), and writes a checkpoint after
-every round.
+every round. Every train and evaluate message carries a config record with ``server-round`` and
+:attr:`LoopSettings.message_config` (the ServerApp sends ``lr``, ``local-epochs``, ``batch-size``),
+so a ClientApp written like Flower's quickstart examples trains under this loop. A run in which
+no round aggregated anything, or no evaluation succeeded, raises :class:`RunFailedError`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
 
@@ -23,6 +26,10 @@ from flwr.serverapp.strategy import Strategy
 from fedpersonal.checkpoint import save_checkpoint
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.results import RunDirectory
+
+
+class RunFailedError(RuntimeError):
+    """The run learned nothing: no round aggregated replies, or every evaluation failed."""
 
 
 def client_rows(server_round: int, phase: str, replies: Iterable[Message]) -> list[dict[str, Any]]:
@@ -55,6 +62,7 @@ class LoopSettings:
     round_timeout_s: float = 3600.0
     min_train_replies: int = 1
     resume_round: int = 0
+    message_config: Mapping[str, int | float | str | bool] = field(default_factory=dict)
 
 
 class RoundLoop:
@@ -62,9 +70,24 @@ class RoundLoop:
 
     def __init__(self, strategy: Strategy, grid: Grid, run_dir: RunDirectory, settings: LoopSettings) -> None:
         self.strategy, self.grid, self.run_dir, self.settings = strategy, grid, run_dir, settings
+        self.aggregated_rounds = 0  # rounds of this session whose replies were aggregated
+        self.evaluations = 0  # evaluations of this session
+        self.good_evaluations = 0  # ... with at least one good reply
+        self.first_error = ""  # the first client error of this session
 
-    def _config(self) -> ConfigRecord:
-        return ConfigRecord({"run-dir": str(self.run_dir.path), "resume-round": self.settings.resume_round})
+    def _config(self, server_round: int) -> ConfigRecord:
+        return ConfigRecord(
+            {
+                **self.settings.message_config,
+                "server-round": server_round,
+                "run-dir": str(self.run_dir.path),
+                "resume-round": self.settings.resume_round,
+            }
+        )
+
+    def _note_errors(self, rows: list[dict[str, Any]]) -> None:
+        if not self.first_error:
+            self.first_error = next((f"node {row['node-id']}: {row['error']}" for row in rows if "error" in row), "")
 
     def _exchange(self, messages: Iterable[Message]) -> tuple[list[Message], int]:
         """Replies that arrived within the round timeout, and how many did not."""
@@ -74,11 +97,14 @@ class RoundLoop:
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Federated evaluation of ``arrays``: aggregated metrics and per-client rows."""
-        messages = self.strategy.configure_evaluate(server_round, arrays, self._config(), self.grid)
+        messages = self.strategy.configure_evaluate(server_round, arrays, self._config(server_round), self.grid)
         replies, missing = self._exchange(messages)
         rows = client_rows(server_round, "evaluate", replies)
+        self._note_errors(rows)
         valid = [msg for msg in replies if not msg.has_error()]
         aggregated = self.strategy.aggregate_evaluate(server_round, replies) if valid else None
+        self.evaluations += 1
+        self.good_evaluations += bool(valid)
         summary: dict[str, Any] = {f"global-{k}": v for k, v in dict(aggregated or {}).items()}
         summary["evaluate-timeouts"] = missing
         for metric in (self.settings.metric, f"personalized-{self.settings.metric}"):
@@ -94,9 +120,10 @@ class RoundLoop:
 
         With fewer than ``min_train_replies`` good replies the round keeps ``arrays``.
         """
-        messages = self.strategy.configure_train(server_round, arrays, self._config(), self.grid)
+        messages = self.strategy.configure_train(server_round, arrays, self._config(server_round), self.grid)
         replies, missing = self._exchange(messages)
         rows = client_rows(server_round, "train", replies)
+        self._note_errors(rows)
         failures = sum(1 for row in rows if "error" in row)
         summary: dict[str, Any] = {"failures": failures, "timeouts": missing, "skipped": False}
         if len(replies) - failures < self.settings.min_train_replies:
@@ -109,11 +136,13 @@ class RoundLoop:
             summary["skipped"] = True
             return arrays, summary, rows
         summary.update(dict(metrics or {}))
+        self.aggregated_rounds += 1
         return new_arrays, summary, rows
 
     def run(self, arrays: ArrayRecord, num_rounds: int, first_round: int = 1) -> ArrayRecord:
         """Round 0 evaluates ``arrays`` (fresh runs only); rounds first_round..num_rounds train then
-        evaluate, each followed by a checkpoint."""
+        evaluate, each followed by a checkpoint. Raises :class:`RunFailedError` (after recording
+        every round) when no round aggregated anything or no evaluation succeeded."""
         start = time.monotonic()
         if first_round == 1:
             evaluation, rows = self.evaluate(0, arrays)
@@ -123,7 +152,15 @@ class RoundLoop:
             evaluation, eval_rows = self.evaluate(server_round, arrays)
             self._record(server_round, start, train_summary, evaluation, train_rows + eval_rows, num_rounds)
             save_checkpoint(self.run_dir.path, server_round, arrays.to_torch_state_dict(), strategy_state(self.strategy))
+        self._check_learned(num_rounds - first_round + 1)
         return arrays
+
+    def _check_learned(self, rounds: int) -> None:
+        cause = f"; first client error: {self.first_error}" if self.first_error else ""
+        if rounds > 0 and self.aggregated_rounds == 0:
+            raise RunFailedError(f"no round of {rounds} aggregated any client reply{cause}")
+        if self.evaluations > 0 and self.good_evaluations == 0:
+            raise RunFailedError(f"every evaluation failed{cause}")
 
     def _record(
         self,

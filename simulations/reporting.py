@@ -24,13 +24,14 @@ MATRIX_DIR = Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
 
 
 def invocation() -> str:
-    """How this script was run: ``python <script relative to the repo> <args>``."""
+    """How this script was run: ``python -m <module> <args>`` for a module of the repository,
+    ``python <script> <args>`` otherwise."""
     script = Path(sys.argv[0]).resolve()
     try:
-        script = script.relative_to(RESULTS_DIR.parents[1])
+        module = script.relative_to(RESULTS_DIR.parents[1]).with_suffix("")
     except ValueError:
-        pass
-    return " ".join(["python", str(script), *sys.argv[1:]])
+        return " ".join(["python", str(script), *sys.argv[1:]])
+    return " ".join(["python", "-m", ".".join(module.parts), *sys.argv[1:]])
 
 
 def machine_info() -> dict[str, Any]:

@@ -22,25 +22,18 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from fedpersonal.checkpoint import load_checkpoint, restore_rng_states
-from fedpersonal.config import ConfigError, RunConfig, parse_config
+from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.model_pool import seeded_model
 from fedpersonal.params import to_arrays
 from fedpersonal.results import RunDirectory
-from fedpersonal import tasks
 from fedpersonal.tasks import Task, get_task
-import clients
-import strategies
-from simulations.loop import LoopSettings, RoundLoop
-from strategies import build_strategy
+from simulations.loop import LoopSettings, RoundLoop, RunFailedError
+from simulations.registry import build_strategy, parse_run_config
 
 app = ServerApp()
 
-
-def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
-    """Validate every key, including every section of every server and client algorithm."""
-    sections = {**tasks.CONFIG_SECTIONS, **strategies.CONFIG_SECTIONS, **clients.CONFIG_SECTIONS}
-    return parse_config(run_config, sections)
+__all__ = ["app", "parse_run_config", "run"]
 
 
 def wait_for_clients(grid: Grid, cfg: RunConfig) -> int:
@@ -132,7 +125,7 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
     """Run (or resume) a validated config on ``grid``; returns its run directory."""
     task = get_task(cfg.task, cfg)
     strategy = build_strategy(cfg)
-    task.prepare_data(cfg)  # decode, cache and check real data: bad data stops the run here
+    task.prepare_data()  # decode, cache and check real data: bad data stops the run here
     wait_for_clients(grid, cfg)
 
     if cfg.resume:
@@ -141,12 +134,16 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
         (run_dir, arrays), done = start_fresh(cfg, task), 0
     log(INFO, "fedpersonal: %s/%s, %d clients, rounds %d..%d -> %s", cfg.task, cfg.strategy, cfg.num_clients, done + 1, cfg.num_rounds, run_dir.path)
 
-    settings = LoopSettings(task.metric, task.better, cfg.round_timeout_s, cfg.min_train_replies, resume_round=done)
+    settings = LoopSettings(
+        task.metric, task.better, cfg.round_timeout_s, cfg.min_train_replies, resume_round=done,
+        message_config={"lr": cfg.lr, "local-epochs": cfg.local_epochs, "batch-size": cfg.batch_size},
+    )  # fmt: skip
     final = RoundLoop(strategy, grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
     run_dir.save_model(final.to_torch_state_dict())
     summary = final_summary(run_dir, task)
     run_dir.write_json("summary.json", summary)
-    log(INFO, "fedpersonal: done; final global %s %.3f; results in %s", task.metric, summary["final"].get(f"global-{task.metric}", float("nan")), run_dir.path)
+    final_metric = summary["final"].get(f"global-{task.metric}", float("nan"))
+    log(INFO, "fedpersonal: done; final global %s %.3f; results in %s", task.metric, final_metric, run_dir.path)
     return run_dir
 
 
@@ -158,4 +155,7 @@ def main(grid: Grid, context: Context) -> None:
         run(grid, cfg)
     except ConfigError as error:
         log(ERROR, "fedpersonal: configuration error: %s", error)
+        raise
+    except RunFailedError as error:
+        log(ERROR, "fedpersonal: run failed: %s", error)
         raise

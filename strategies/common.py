@@ -1,27 +1,10 @@
-"""Pieces every strategy shares: sampling settings from the run config, metric averaging."""
+"""Pieces every strategy shares: metric averaging that skips identity keys."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from flwr.app import MetricRecord, RecordDict
 
-from fedpersonal.config import RunConfig
-
 IDENTITY_KEYS = ("partition-id", "num-examples")
-
-
-def sampling_kwargs(cfg: RunConfig) -> dict[str, Any]:
-    """FedAvg-family sampling arguments: fractions, and wait for every client to connect."""
-    return {
-        "fraction_train": cfg.fraction_train,
-        "fraction_evaluate": cfg.fraction_evaluate,
-        "min_train_nodes": 1,
-        "min_evaluate_nodes": 1,
-        "min_available_nodes": cfg.num_clients,
-        "train_metrics_aggr_fn": weighted_mean_metrics,
-        "evaluate_metrics_aggr_fn": weighted_mean_metrics,
-    }
 
 
 def weighted_mean_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:

@@ -11,26 +11,27 @@ belong to no client, and so it runs once per round, not once per client.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
-from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.params import load_arrays
 from fedpersonal.tasks.face import FaceTask
-from strategies.common import sampling_kwargs
 
 
 class FaceFedAvg(FedAvg):
-    """FedAvg of face backbones plus server-side generic evaluation on unseen identities."""
+    """FedAvg of face backbones plus server-side generic evaluation on unseen identities.
 
-    def __init__(self, cfg: RunConfig) -> None:
-        if cfg.task != "face":
-            raise ConfigError(f"run config key 'strategy' = {cfg.strategy!r} needs task 'face'; got task = {cfg.task!r}")
-        super().__init__(**sampling_kwargs(cfg))
-        self.task = FaceTask(cfg)
+    ``task``: the face task whose model, public and unseen identities the server uses (default:
+    the embedded faces at their default settings); the other keyword arguments are FedAvg's.
+    """
+
+    def __init__(self, task: FaceTask | None = None, **fedavg_kwargs: Any) -> None:
+        super().__init__(**fedavg_kwargs)
+        self.task = task if task is not None else FaceTask()
         self.unseen: dict[str, float] = {}
 
     def global_model(self, arrays: ArrayRecord) -> nn.Module:
@@ -67,13 +68,3 @@ class FaceLocalOnly(FaceFedAvg):
         """The unchanged global arrays and the clients' aggregated train metrics."""
         _, metrics = super().aggregate_train(server_round, replies)
         return self.current, metrics
-
-
-def build_fedavg(cfg: RunConfig) -> FaceFedAvg:
-    """``face-fedavg`` and ``face-finetune`` (they differ on the client only)."""
-    return FaceFedAvg(cfg)
-
-
-def build_local(cfg: RunConfig) -> FaceLocalOnly:
-    """``face-local``."""
-    return FaceLocalOnly(cfg)

@@ -1,4 +1,4 @@
-"""FedFR server half (Liu et al., AAAI 2022; DESIGN §4).
+"""FedFR server half (Liu et al., AAAI 2022; docs/algorithms/fedfr.md).
 
 The global backbone starts from the server's pretraining on public identities (as for every face
 algorithm, :meth:`fedpersonal.tasks.face.FaceTask.initial_model`). Each round the train message
@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from fedpersonal.config import RunConfig
 from fedpersonal.tasks.face import PUBLIC_FEATURES, embed
 from strategies.face import FaceFedAvg
 
@@ -37,8 +36,3 @@ class FedFR(FaceFedAvg):
             for message in messages:
                 message.content[PUBLIC_FEATURES] = public
         return messages
-
-
-def build(cfg: RunConfig) -> FedFR:
-    """The FedFR strategy of run config ``cfg``."""
-    return FedFR(cfg)

@@ -1,15 +1,21 @@
 """FedOpt: FedAvg whose server applies an optimizer to the pseudo-gradient (Reddi et al., 2021).
 
 Flower's FedAvg averages the replies (``avg_t``); the server then sets the gradient of its float
-global weights to ``x_t - avg_t`` and takes one step of the named optimizer
+global weights to ``x_t - avg_t`` and takes one step of its optimizer
 (:mod:`strategies.server_optimizers`). Non-float arrays (BatchNorm ``num_batches_tracked``) never
-reach the optimizer: they take the rounded average. The optimizer state lives in the strategy;
-:meth:`PseudoGradientFedAvg.state_dict` / :meth:`~PseudoGradientFedAvg.load_state_dict` let a
-checkpoint save and restore it.
+reach the optimizer: they take the rounded average and keep their dtype. The optimizer state
+lives in the strategy; :meth:`PseudoGradientFedAvg.state_dict` /
+:meth:`~PseudoGradientFedAvg.load_state_dict` let a checkpoint save and restore it.
+
+Every class is a plain Flower strategy with Flower's constructor conventions (keyword arguments;
+the sampling and aggregation arguments of :class:`flwr.serverapp.strategy.FedAvg` pass through),
+usable in any Flower ServerApp, e.g. ``FedAdam(eta=0.01, beta_1=0.9, beta_2=0.99, tau=1e-3,
+fraction_train=0.5, min_available_nodes=10)``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,18 +25,24 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg
 
-from fedpersonal.config import RunConfig
-from strategies.common import sampling_kwargs
-from strategies.server_optimizers import SERVER_OPTIMIZERS, optimizer_factory
+from strategies.server_optimizers import ReddiAdaptive
 
 MakeOptimizer = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 
 
 class PseudoGradientFedAvg(FedAvg):
-    """FedAvg + a server optimizer stepped on ``x_t - avg_t`` once per round."""
+    """FedAvg + a server optimizer stepped on ``x_t - avg_t`` once per round.
+
+    ``make_optimizer`` builds the optimizer over a list of tensors; it is tried once on a dummy
+    tensor here, so settings the optimizer rejects raise a ValueError at construction.
+    """
 
     def __init__(self, make_optimizer: MakeOptimizer, **fedavg_kwargs: Any) -> None:
         super().__init__(**fedavg_kwargs)
+        try:
+            make_optimizer([torch.zeros(1)])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{type(self).__name__}: the server optimizer rejects its settings: {error}") from error
         self.make_optimizer = make_optimizer
         self.weights: dict[str, torch.Tensor] = {}  # the float global weights the optimizer steps
         self.dtypes: dict[str, torch.dtype] = {}  # dtype of every array of x_t
@@ -76,10 +88,14 @@ class PseudoGradientFedAvg(FedAvg):
             raise AggregationError(f"the replies hold keys {sorted(averaged)}, the server sent {sorted(self.dtypes)}")
         for key, weight in self.weights.items():
             weight.grad = weight - averaged[key].to(weight.dtype)
+        for group in self.optimizer.param_groups:
+            group["server-round"] = server_round  # for optimizers whose step depends on the round
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         updated = {
-            key: self.weights[key].detach().clone() if key in self.weights else torch.round(value).to(self.dtypes[key])
+            key: self.weights[key].detach().clone()
+            if key in self.weights
+            else torch.round(value).to(self.dtypes[key])
             for key, value in averaged.items()
         }
         return ArrayRecord(updated), metrics
@@ -101,15 +117,85 @@ class PseudoGradientFedAvg(FedAvg):
             self.optimizer.load_state_dict(state["optimizer"])
 
 
-def builder(name: str) -> Callable[[RunConfig], PseudoGradientFedAvg]:
-    """``build(cfg)`` for the server optimizer ``name``, configured by the section ``name``."""
+class FedAvgM(PseudoGradientFedAvg):
+    """FedAvgM (Hsu et al., 2019): ``v = momentum v + (x_t - avg)``, ``x = x - eta v`` (Nesterov optional).
 
-    def build(cfg: RunConfig) -> PseudoGradientFedAvg:
-        return PseudoGradientFedAvg(optimizer_factory(name, cfg.section(name)), **sampling_kwargs(cfg))
+    Argument names follow Flower's FedAvgM (``server_learning_rate``, ``server_momentum``).
+    """
 
-    build.__doc__ = f"FedAvg + the '{name}' server optimizer, configured by run-config section '{name}'."
-    return build
+    def __init__(
+        self, *, server_learning_rate: float = 1.0, server_momentum: float = 0.9, nesterov: bool = False, **kwargs: Any
+    ) -> None:
+        def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+            return torch.optim.SGD(params, lr=server_learning_rate, momentum=server_momentum, nesterov=nesterov)
+
+        super().__init__(make, **kwargs)
 
 
-BUILDERS: dict[str, Callable[[RunConfig], PseudoGradientFedAvg]] = {name: builder(name) for name in SERVER_OPTIMIZERS}
-SECTIONS: dict[str, type] = {name: section for name, (section, _) in SERVER_OPTIMIZERS.items()}
+class FedAdam(PseudoGradientFedAvg):
+    """FedAdam (Reddi et al., Algorithm 2); ``bias_correction`` 'none', 'adam' or 'flower' (Flower's FedAdam)."""
+
+    def __init__(
+        self,
+        *,
+        eta: float = 1e-2,
+        beta_1: float = 0.9,
+        beta_2: float = 0.99,
+        tau: float = 1e-3,
+        initial_v: float = 0.0,
+        bias_correction: str = "none",
+        **kwargs: Any,
+    ) -> None:
+        def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+            return ReddiAdaptive(params, "adam", eta, beta_1, beta_2, tau, initial_v, bias_correction)
+
+        super().__init__(make, **kwargs)
+
+
+class FedYogi(PseudoGradientFedAvg):
+    """FedYogi (Reddi et al., Algorithm 2): ``v = v - (1 - beta_2) Delta^2 sign(v - Delta^2)``."""
+
+    def __init__(
+        self,
+        *,
+        eta: float = 1e-2,
+        beta_1: float = 0.9,
+        beta_2: float = 0.99,
+        tau: float = 1e-3,
+        initial_v: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+            return ReddiAdaptive(params, "yogi", eta, beta_1, beta_2, tau, initial_v)
+
+        super().__init__(make, **kwargs)
+
+
+class FedAdagrad(PseudoGradientFedAvg):
+    """FedAdagrad (Reddi et al., Algorithm 2): ``v = v + Delta^2``; ``beta_1 = 0`` by default, as Flower."""
+
+    def __init__(
+        self, *, eta: float = 0.003162, beta_1: float = 0.0, tau: float = 1e-3, initial_v: float = 0.0, **kwargs: Any
+    ) -> None:
+        def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+            return ReddiAdaptive(params, "adagrad", eta, beta_1, tau=tau, initial_v=initial_v)
+
+        super().__init__(make, **kwargs)
+
+
+class FedOptTorch(PseudoGradientFedAvg):
+    """Any ``torch.optim`` optimizer (by class name) over the global weights, with its other
+    keyword arguments in ``options`` (a dict, or a JSON object as text)."""
+
+    def __init__(
+        self, *, optimizer: str = "SGD", eta: float = 1.0, options: dict[str, Any] | str | None = None, **kwargs: Any
+    ) -> None:
+        extra = json.loads(options) if isinstance(options, str) else dict(options or {})
+        optimizer_class = getattr(torch.optim, optimizer, None)
+        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+            raise ValueError(f"FedOptTorch: optimizer {optimizer!r} is not a torch.optim optimizer")
+
+        def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+            return optimizer_class(params, lr=eta, **extra)
+
+        super().__init__(make, **kwargs)

@@ -8,7 +8,9 @@ round (Reddi et al., "Adaptive Federated Optimization", ICLR 2021):
 * ``fedadam`` / ``fedyogi`` / ``fedadagrad``: :class:`ReddiAdaptive`, Reddi's Algorithm 2;
 * ``fedopt``: any ``torch.optim`` optimizer by name, with its keyword arguments as JSON.
 
-Each name has a run-config section of the same name (``fedadam.server-lr``, ...).
+The strategies themselves are in :mod:`strategies.fedopt`; each name has a run-config section of
+the same name here (``fedadam.server-lr``, ...), whose fields map one to one onto the strategy's
+constructor arguments.
 """
 
 from __future__ import annotations
@@ -17,14 +19,11 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from fedpersonal.config import ConfigError, setting, settings_dict
-
-OptimizerFactory = Callable[[Iterable[torch.Tensor], Any], torch.optim.Optimizer]
-
+from fedpersonal.config import setting
 
 def _second_moment_adam(v: torch.Tensor, sq: torch.Tensor, beta2: float) -> None:
     v.mul_(beta2).add_(sq, alpha=1 - beta2)
@@ -38,6 +37,7 @@ def _second_moment_adagrad(v: torch.Tensor, sq: torch.Tensor, _beta2: float) -> 
     v.add_(sq)
 
 
+BIAS_CORRECTIONS = ("none", "adam", "flower")
 SECOND_MOMENT_RULES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], None]] = {
     "adam": _second_moment_adam,
     "yogi": _second_moment_yogi,
@@ -51,8 +51,11 @@ class ReddiAdaptive(torch.optim.Optimizer):
     With ``Delta = -grad``: ``m = beta1 m + (1 - beta1) Delta``; ``v`` by ``rule``
     (adam: ``beta2 v + (1 - beta2) Delta^2``; yogi: ``v - (1 - beta2) Delta^2 sign(v - Delta^2)``;
     adagrad: ``v + Delta^2``); ``x = x + eta_t m / (sqrt(v) + tau)`` with ``eta_t = eta``, or
-    ``eta sqrt(1 - beta2^t) / (1 - beta1^t)`` at step ``t`` when ``bias_correction``.
-    ``m`` starts at 0 and ``v`` at ``initial_v`` (Reddi: ``v_-1 >= tau^2``; Flower: 0).
+    ``eta sqrt(1 - beta2^t) / (1 - beta1^t)`` with a bias correction: ``"adam"`` takes ``t`` = the
+    number of steps taken (Adam's convention), ``"flower"`` takes ``t = server_round + 1`` (Flower
+    1.42's FedAdam; the round is read from the param group's ``"server-round"``, which
+    :class:`strategies.fedopt.PseudoGradientFedAvg` sets before each step), ``"none"`` (Reddi's
+    Algorithm 2) none. ``m`` starts at 0 and ``v`` at ``initial_v`` (Reddi: ``v_-1 >= tau^2``; Flower: 0).
     """
 
     def __init__(
@@ -64,10 +67,12 @@ class ReddiAdaptive(torch.optim.Optimizer):
         beta2: float = 0.0,
         tau: float = 1e-3,
         initial_v: float = 0.0,
-        bias_correction: bool = False,
+        bias_correction: str = "none",
     ) -> None:
         if rule not in SECOND_MOMENT_RULES:
             raise ValueError(f"unknown second-moment rule {rule!r}; choose one of {sorted(SECOND_MOMENT_RULES)}")
+        if bias_correction not in BIAS_CORRECTIONS:
+            raise ValueError(f"unknown bias correction {bias_correction!r}; choose one of {list(BIAS_CORRECTIONS)}")
         defaults = {"rule": rule, "lr": lr, "beta1": beta1, "beta2": beta2, "tau": tau,
                     "initial_v": initial_v, "bias_correction": bias_correction}
         super().__init__(params, defaults)
@@ -88,8 +93,8 @@ class ReddiAdaptive(torch.optim.Optimizer):
                 state["m"].mul_(beta1).add_(delta, alpha=1 - beta1)
                 SECOND_MOMENT_RULES[group["rule"]](state["v"], delta * delta, beta2)
                 lr = group["lr"]
-                if group["bias_correction"]:
-                    t = state["step"]
+                if group["bias_correction"] != "none":
+                    t = state["step"] if group["bias_correction"] == "adam" else group["server-round"] + 1
                     lr = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
                 param.addcdiv_(state["m"], state["v"].sqrt().add_(group["tau"]), value=lr)
 
@@ -129,6 +134,8 @@ def _json_object(text: str) -> bool:
 class FedAvgMSettings:
     """``[fedavgm]``: server SGD with momentum on the pseudo-gradient."""
 
+    SECTION: ClassVar[str] = "fedavgm"
+
     server_lr: float = _server_lr(1.0)
     momentum: float = _decay(0.9, "server momentum beta")
     nesterov: bool = setting(False, "true or false (Nesterov momentum; needs momentum > 0)")
@@ -147,19 +154,30 @@ class AdaptiveSettings:
 
 @dataclass(frozen=True)
 class FedAdamSettings(AdaptiveSettings):
-    """``[fedadam]``: Reddi's FedAdam; ``bias-correction`` scales eta as Adam does."""
+    """``[fedadam]``: Reddi's FedAdam; ``bias-correction`` scales eta as Adam ('adam') or Flower's
+    FedAdam ('flower') does."""
 
-    bias_correction: bool = setting(False, "true or false (eta * sqrt(1 - beta2^t) / (1 - beta1^t))")
+    SECTION: ClassVar[str] = "fedadam"
+
+    bias_correction: str = setting(
+        "none",
+        "one of 'none' (Reddi's Algorithm 2), 'adam' (t = server steps taken), 'flower' (t = round + 1, as Flower)",
+        lambda v: v in BIAS_CORRECTIONS,
+    )
 
 
 @dataclass(frozen=True)
 class FedYogiSettings(AdaptiveSettings):
     """``[fedyogi]``: Reddi's FedYogi."""
 
+    SECTION: ClassVar[str] = "fedyogi"
+
 
 @dataclass(frozen=True)
 class FedAdagradSettings:
     """``[fedadagrad]``: Reddi's FedAdagrad (``beta1 = 0``: no momentum, as Flower and Keras)."""
+
+    SECTION: ClassVar[str] = "fedadagrad"
 
     server_lr: float = _server_lr(0.003162)
     beta1: float = _decay(0.0, "first-moment decay beta1")
@@ -171,6 +189,8 @@ class FedAdagradSettings:
 class TorchOptimSettings:
     """``[fedopt]``: any ``torch.optim`` optimizer over the global weights."""
 
+    SECTION: ClassVar[str] = "fedopt"
+
     optimizer: str = setting("SGD", "the name of a torch.optim optimizer (SGD, Adam, RMSprop, ...)", _torch_optimizer)
     server_lr: float = _server_lr(1.0)
     options: str = setting(
@@ -178,50 +198,3 @@ class TorchOptimSettings:
         "a JSON object of the optimizer's other keyword arguments",
         _json_object,
     )
-
-
-def _fedavgm(params: Iterable[torch.Tensor], s: FedAvgMSettings) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=s.server_lr, momentum=s.momentum, nesterov=s.nesterov)
-
-
-def _fedadam(params: Iterable[torch.Tensor], s: FedAdamSettings) -> torch.optim.Optimizer:
-    return ReddiAdaptive(params, "adam", s.server_lr, s.beta1, s.beta2, s.tau, s.initial_v, s.bias_correction)
-
-
-def _fedyogi(params: Iterable[torch.Tensor], s: FedYogiSettings) -> torch.optim.Optimizer:
-    return ReddiAdaptive(params, "yogi", s.server_lr, s.beta1, s.beta2, s.tau, s.initial_v)
-
-
-def _fedadagrad(params: Iterable[torch.Tensor], s: FedAdagradSettings) -> torch.optim.Optimizer:
-    return ReddiAdaptive(params, "adagrad", s.server_lr, s.beta1, tau=s.tau, initial_v=s.initial_v)
-
-
-def _torch_optim(params: Iterable[torch.Tensor], s: TorchOptimSettings) -> torch.optim.Optimizer:
-    return getattr(torch.optim, s.optimizer)(params, lr=s.server_lr, **json.loads(s.options))
-
-
-# name -> (its run-config section, the optimizer factory given that section's settings)
-SERVER_OPTIMIZERS: dict[str, tuple[type, OptimizerFactory]] = {
-    "fedavgm": (FedAvgMSettings, _fedavgm),
-    "fedadam": (FedAdamSettings, _fedadam),
-    "fedyogi": (FedYogiSettings, _fedyogi),
-    "fedadagrad": (FedAdagradSettings, _fedadagrad),
-    "fedopt": (TorchOptimSettings, _torch_optim),
-}
-
-
-def optimizer_factory(name: str, settings: Any) -> Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]:
-    """The optimizer factory of ``name`` bound to ``settings``, tried once on a dummy tensor so
-    that settings the optimizer rejects fail now, as a ConfigError naming the section."""
-    _, factory = SERVER_OPTIMIZERS[name]
-
-    def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-        return factory(params, settings)
-
-    try:
-        make([torch.zeros(1)])
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"run config section '{name}' {settings_dict(settings)} is rejected by the optimizer: {error}"
-        ) from error
-    return make

@@ -185,11 +185,11 @@ def test_pseudo_labels_keep_only_confident_predictions():
 def test_adapt_settings_pipelines_and_task_checks():
     from fedpersonal.tasks import get_task
 
-    cfg = parse_config({"adapt.method": "adabn+pseudo-label"}, {"adapt": AdaptSettings})
-    assert cfg.section("adapt").method == "adabn+pseudo-label"
+    cfg = parse_config({"adapt.method": "adabn+pseudo-label"}, [AdaptSettings])
+    assert cfg.section(AdaptSettings).method == "adabn+pseudo-label"
     for bad in ("adabn+bogus", "none+adabn", "entropy"):
         with pytest.raises(ConfigError, match=r"'adapt.method' = .* is invalid; expected one of \['none', 'adabn'"):
-            parse_config({"adapt.method": bad}, {"adapt": AdaptSettings})
+            parse_config({"adapt.method": bad}, [AdaptSettings])
     with pytest.raises(ConfigError, match=r"'adapt.method' = 'adabn\+tent' needs class probabilities, but task 'gaze'"):
         check_applies(AdaptSettings(method="adabn+tent"), get_task("gaze"))
     check_applies(AdaptSettings(method="adabn"), get_task("gaze"))
@@ -197,7 +197,7 @@ def test_adapt_settings_pipelines_and_task_checks():
     with pytest.raises(ValueError, match="AdaBN adapts BatchNorm layers, but the model"):
         adapt_model(get_task("gaze").build_model(), get_task("gaze"), unlabelled, AdaptSettings(method="adabn"), torch.Generator())
     # The gaze LeNet has BatchNorm on request, and then AdaBN applies to the regression.
-    gaze = get_task("gaze", parse_config({"gaze.batchnorm": True}, {"gaze": GazeSettings}))
+    gaze = get_task("gaze", parse_config({"gaze.batchnorm": True}, [GazeSettings]))
     model = gaze.build_model()
     adapted = adapt_model(model, gaze, unlabelled, AdaptSettings(method="adabn"), torch.Generator())
     assert len(batchnorm_layers(adapted)) == 2 and int(adapted.body[1].num_batches_tracked) == 1

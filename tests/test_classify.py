@@ -38,7 +38,7 @@ def test_users_domains_transprior_and_catprior():
     cfg = parse_run_config({"task": "classify", "samples-per-client": 50, "classify.corruptions": "blur,jpeg"})
     task = get_task("classify", cfg)
     assert [user_domain(cfg, i).corruption for i in range(4)] == ["blur", "jpeg", "blur", "jpeg"]
-    user = task.client_data(cfg, 0)
+    user = task.client_data(0)
     assert user.num_train == 40 and user.num_test == 10 and tuple(user.train[0].shape[1:]) == (3, 24, 24)
     server = server_data(cfg, user_domain(cfg, 0), 80)
     assert len(server[0]) >= 80 and not any(torch.equal(server[0][0], image) for image in user.train[0])
@@ -46,7 +46,7 @@ def test_users_domains_transprior_and_catprior():
     cfg = parse_run_config({"task": "classify", "samples-per-client": 50, "classify.user-shift": "category",
                             "classify.category-groups": 5})
     for partition in range(6):
-        labels = get_task("classify", cfg).client_data(cfg, partition).train[1]
+        labels = get_task("classify", cfg).client_data(partition).train[1]
         group = partition % 5
         assert set(labels.tolist()) <= {2 * group, 2 * group + 1}
 
@@ -54,7 +54,7 @@ def test_users_domains_transprior_and_catprior():
 def test_digits_are_bundled_grayscale_16x16():
     cfg = parse_run_config({"task": "classify", "dataset": "digits", "samples-per-client": 60})
     task = get_task("classify", cfg)
-    data = task.client_data(cfg, 1)
+    data = task.client_data(1)
     assert tuple(data.train[0].shape[1:]) == (1, 16, 16)
     assert task.build_model()(data.train[0][:2].float() / 255).shape == (2, 10)
 

@@ -5,7 +5,7 @@ import pytest
 
 from fedpersonal.config import ConfigError, RunConfig, config_keys, parse_config
 from fedpersonal.tasks import get_task
-from strategies import build_strategy
+from simulations.registry import build_strategy
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -13,7 +13,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 def test_pyproject_defaults_are_the_config_defaults():
     from flwr.common.config import flatten_dict
 
-    from simulations.server_app import parse_run_config
+    from simulations.registry import parse_run_config
 
     declared = flatten_dict(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])
     defaults = parse_run_config({})  # every section of every registry, at its defaults
@@ -69,28 +69,41 @@ def test_unknown_strategy_and_task_name_the_choices():
     with pytest.raises(ConfigError, match=r"'task' = 'speech' is unknown; choose one of \["):
         get_task("speech")
     with pytest.raises(ConfigError, match=r"'dataset' = 'imagenet' is unknown; choose one of \['mpiifacegaze', 'mpiigaze', 'synthetic'\]"):
-        get_task("gaze").client_data(parse_config({"dataset": "imagenet"}), 0)
+        get_task("gaze", parse_config({"dataset": "imagenet"})).client_data(0)
 
 
 def test_sections_parse_validate_and_flatten():
     from dataclasses import dataclass
+    from typing import ClassVar
 
     from fedpersonal.config import setting
 
     @dataclass(frozen=True)
     class Demo:
+        SECTION: ClassVar[str] = "demo"
+
         eta: float = setting(0.1, "a number > 0", lambda v: v > 0)
         name: str = setting("adam", "a name")
 
-    cfg = parse_config({"num-rounds": 2, "demo.eta": 0.5}, {"demo": Demo})
-    assert cfg.section("demo") == Demo(eta=0.5, name="adam")
+    cfg = parse_config({"num-rounds": 2, "demo.eta": 0.5}, [Demo])
+    assert cfg.section(Demo) == Demo(eta=0.5, name="adam")
     assert cfg.to_dict()["demo.eta"] == 0.5 and cfg.to_dict()["demo.name"] == "adam"
-    assert parse_config({}, {"demo": Demo}).section("demo") == Demo()
+    assert parse_config({}, [Demo]).section(Demo) == Demo()
+    assert RunConfig().section(Demo) == Demo()  # built in code without the section: its defaults
     with pytest.raises(ConfigError, match=r"'demo.eta' = -1.0 is invalid; expected a number > 0"):
-        parse_config({"demo.eta": -1.0}, {"demo": Demo})
+        parse_config({"demo.eta": -1.0}, [Demo])
     with pytest.raises(ConfigError, match=r"unknown run config key\(s\) \['demo.beta'\]; allowed keys: demo.eta"):
-        parse_config({"demo.beta": 1.0}, {"demo": Demo})
+        parse_config({"demo.beta": 1.0}, [Demo])
     with pytest.raises(ConfigError, match=r"'other.x' belongs to unknown section 'other'"):
         parse_config({"other.x": 1})
-    # A client parses leniently: sections it does not know were validated by the server.
-    assert parse_config({"other.x": 1}, strict=False) == RunConfig()
+
+
+def test_a_section_class_must_name_its_section():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Nameless:
+        pass
+
+    with pytest.raises(TypeError, match="Nameless declares no SECTION"):
+        parse_config({}, [Nameless])

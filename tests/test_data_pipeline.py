@@ -52,6 +52,16 @@ def test_stats_prints_sizes_and_histograms_and_saves_a_plot(tmp_path, capsys):
     assert all(int(row[1]) + int(row[2]) == int(row[3]) for row in rows)
 
 
+def test_stats_plot_goes_to_the_results_directory_never_the_working_directory(tmp_path, monkeypatch):
+    write_femnist(tmp_path / "femnist")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert data_cli(["stats", "--dataset", "femnist", "--path", str(tmp_path / "femnist"),
+                     "--results-dir", str(tmp_path / "results")]) == 0
+    assert (tmp_path / "results" / "data-stats" / "partition-femnist-natural.png").stat().st_size > 1000
+    assert not any((tmp_path / "cwd").iterdir())
+
+
 def test_stats_natural_clients_default_to_every_writer(tmp_path, capsys):
     write_femnist(tmp_path / "femnist")
     assert data_cli(["stats", "--dataset", "femnist", "--path", str(tmp_path / "femnist"), "--plot", str(tmp_path / "p.png")]) == 0
@@ -86,34 +96,35 @@ def test_gaze_task_reads_mpiigaze_participants_as_clients(tmp_path, monkeypatch)
     from fedpersonal.config import parse_config
     from fedpersonal.data import federated as federated_module
     from fedpersonal.data.real import mpiigaze
-    from fedpersonal.tasks import CONFIG_SECTIONS, get_task
+    from fedpersonal.tasks import TASK_SECTIONS, get_task
 
     write_mpiigaze(tmp_path, participants=3, days=2, per_day=5)
-    cfg = parse_config({"dataset": "mpiigaze", "data-path": str(tmp_path), "num-clients": 2}, CONFIG_SECTIONS)
-    task = get_task("gaze")
-    task.prepare_data(cfg)
+    cfg = parse_config({"dataset": "mpiigaze", "data-path": str(tmp_path), "num-clients": 2}, TASK_SECTIONS)
+    task = get_task("gaze", cfg)
+    task.prepare_data()
     # A client process finds the partition on disk: nothing is decoded or partitioned again.
     monkeypatch.setattr(federated_module, "make_partition", None)
     monkeypatch.setattr(mpiigaze, "read_day", None)
     forget_loaded()
     federated_module.federated.cache_clear()
-    data = task.client_data(cfg, 1)
+    data = task.client_data(1)
     assert data.num_train == 16 and data.num_test == 4 and data.train[0].shape[1:] == (1, 36, 60)
-    unseen = task.unseen_user_data(cfg, 0)  # participant p02 never trains
+    unseen = task.unseen_user_data(0)  # participant p02 never trains
     assert unseen.num_train + unseen.num_test == 20
     monkeypatch.undo()
-    subset = parse_config({**cfg.to_dict(), "gaze.evaluation-subset": True}, CONFIG_SECTIONS)
-    assert task.client_data(subset, 0).num_train + task.client_data(subset, 0).num_test == 4
+    subset = parse_config({**cfg.to_dict(), "gaze.evaluation-subset": True}, TASK_SECTIONS)
+    subset_data = get_task("gaze", subset).client_data(0)
+    assert subset_data.num_train + subset_data.num_test == 4
 
 
 def test_gaze_task_reads_mpiifacegaze_at_the_lenet_size(tmp_path):
     pytest.importorskip("h5py")
     from fedpersonal.config import parse_config
-    from fedpersonal.tasks import CONFIG_SECTIONS, get_task
+    from fedpersonal.tasks import TASK_SECTIONS, get_task
 
     write_mpiifacegaze(tmp_path, participants=2, count=5)
-    cfg = parse_config({"dataset": "mpiifacegaze", "data-path": str(tmp_path), "num-clients": 2}, CONFIG_SECTIONS)
-    data = get_task("gaze").client_data(cfg, 0)
+    cfg = parse_config({"dataset": "mpiifacegaze", "data-path": str(tmp_path), "num-clients": 2}, TASK_SECTIONS)
+    data = get_task("gaze", cfg).client_data(0)
     assert data.train[0].shape == (4, 1, 36, 60) and data.test[0].shape == (1, 1, 36, 60)
 
 
@@ -154,13 +165,13 @@ def test_classify_on_partitioned_cifar10_and_femnist_writers(tmp_path):
     assert grid.sent[0].content.array_records["arrays"].to_torch_state_dict()["body.0.weight"].shape[1] == 3
 
     from fedpersonal.config import parse_config
-    from fedpersonal.tasks import CONFIG_SECTIONS, get_task
+    from fedpersonal.tasks import TASK_SECTIONS, get_task
 
     write_femnist(tmp_path / "femnist")
-    femnist = parse_config({**common, "dataset": "femnist", "data-path": str(tmp_path / "femnist"), "num-clients": 3}, CONFIG_SECTIONS)
+    femnist = parse_config({**common, "dataset": "femnist", "data-path": str(tmp_path / "femnist"), "num-clients": 3}, TASK_SECTIONS)
     task = get_task("classify", femnist)
-    task.prepare_data(femnist)
-    writers = [task.client_data(femnist, client) for client in range(3)]
+    task.prepare_data()
+    writers = [task.client_data(client) for client in range(3)]
     assert [data.num_train for data in writers] == [2, 3, 4]  # writers of 3, 4 and 5 samples
     assert writers[2].train[0].shape[1:] == (1, 28, 28) and task.build_model()(writers[2].train[0].float()).shape == (4, 62)
     with pytest.raises(ConfigError, match=r"'classify.user-shift' = 'corruption' is invalid with dataset 'cifar10'"):

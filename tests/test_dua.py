@@ -3,13 +3,15 @@
 import pytest
 import torch
 
+from fedpersonal.adaptation import AdaptSettings
+from fedpersonal.adaptation.dua import DUASettings
 from fedpersonal.adaptation.experts import unpack_states
 from fedpersonal.adaptation.imm import imm_merge
 from fedpersonal.config import ConfigError
 from fedpersonal.tasks import get_task
 from simulations.inprocess import run_inprocess
 from simulations.server_app import parse_run_config
-from strategies import build_strategy
+from simulations.registry import build_strategy
 
 # 45 samples: 36 train and 9 test, sizes no parameter of the CNN has.
 TINY = {
@@ -38,7 +40,7 @@ def test_omega_replies_carry_no_data_shaped_array_and_no_label(dua_run):
     cfg = parse_run_config(TINY)
     task = get_task("classify", cfg)
     body_shapes = {name: tuple(p.shape) for name, p in task.build_model().named_parameters() if not name.startswith("head.")}
-    data = task.client_data(cfg, 0)
+    data = task.client_data(0)
     data_shapes = {tuple(t.shape) for t in (*data.train, *data.test)}
     sizes = {data.num_train, data.num_test}
 
@@ -87,10 +89,15 @@ def test_each_node_gets_the_imm_merge_of_its_own_omegas(dua_run):
 
 
 def test_dua_config_errors_name_the_key():
+    from fedpersonal.adaptation.dua import experts_for
+    from fedpersonal.config import parse_config
+
+    with pytest.raises(ConfigError, match=r"'strategy' = 'dua' does not support task = 'gaze' \(it supports \['classify'\]\)"):
+        parse_run_config({"strategy": "dua"})
     with pytest.raises(ConfigError, match="task 'gaze' does not provide; expected task 'classify'"):
-        build_strategy(parse_run_config({"strategy": "dua"}))
+        experts_for(parse_config({"strategy": "dua"}, [DUASettings]))
     with pytest.raises(ConfigError, match="'dua.importance' = 'fisher' needs class probabilities"):
-        build_strategy(parse_run_config({"strategy": "dua", "dua.importance": "fisher"}))
+        experts_for(parse_config({"strategy": "dua", "dua.importance": "fisher"}, [DUASettings]))
     with pytest.raises(ConfigError, match=r"'dua.experts-path' = '/nonexistent/experts.pt'"):
         build_strategy(parse_run_config({"task": "classify", "strategy": "dua", "dua.experts-path": "/nonexistent/experts.pt"}))
 
@@ -103,4 +110,4 @@ def test_the_dua_scenario_is_a_valid_run_config():
 
     scenario = Path(__file__).resolve().parents[1] / "simulations" / "scenarios" / "classify_dua.toml"
     cfg = parse_run_config(flatten_dict(tomllib.loads(scenario.read_text())))
-    assert (cfg.task, cfg.strategy, cfg.section("adapt").method, cfg.section("dua").importance) == ("classify", "dua", "adabn", "mas")
+    assert (cfg.task, cfg.strategy, cfg.section(AdaptSettings).method, cfg.section(DUASettings).importance) == ("classify", "dua", "adabn", "mas")

@@ -97,7 +97,7 @@ def test_client_protocol_is_perfect_for_a_perfect_embedder():
     from fedpersonal.tasks.base import ClientData
     from fedpersonal.tasks.face import FaceSettings, FaceTask
 
-    cfg = parse_config({"test-fraction": 0.4, "face.identities-min": 5, "face.images-per-identity": 10}, {"face": FaceSettings})
+    cfg = parse_config({"test-fraction": 0.4, "face.identities-min": 5, "face.images-per-identity": 10}, [FaceSettings])
     task = FaceTask(cfg)
     # The smallest client: 5 identities x 4 test images = 20 images, 30 genuine and 160 impostor pairs.
     assert task.personal_rates() == ((0.1, 0.01), (0.1,))

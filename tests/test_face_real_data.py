@@ -30,8 +30,8 @@ def trees(tmp_path):
 
 def test_clients_public_and_lfw_come_from_the_files(trees):
     task = FaceTask(parse_run_config(trees))
-    task.prepare_data(task.cfg)
-    clients = [task.client_data(task.cfg, k) for k in range(2)]
+    task.prepare_data()
+    clients = [task.client_data(k) for k in range(2)]
     for data in clients:  # two identities each, renumbered 0..1, 8 images split in half
         assert sorted(torch.cat([data.train[1], data.test[1]]).unique().tolist()) == [0, 1]
         assert len(data.train[1]) + len(data.test[1]) == 16 and len(data.test[1]) == 8

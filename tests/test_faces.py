@@ -47,9 +47,9 @@ def test_images_vary_within_an_identity_and_cameras_differ_between_clients():
 def test_face_task_splits_identities_into_train_and_test():
     cfg = parse_config(
         {"test-fraction": 0.25, "face.identities-min": 3, "face.identities-max": 5, "face.images-per-identity": 8},
-        {"face": FaceSettings},
+        [FaceSettings],
     )
-    data = FaceTask(cfg).client_data(cfg, 2)
+    data = FaceTask(cfg).client_data(2)
     train_ids, test_ids = data.train[1].numpy(), data.test[1].numpy()
     count = len(np.unique(train_ids))
     assert 3 <= count <= 5 and set(test_ids) == set(train_ids)
@@ -67,4 +67,4 @@ def test_face_task_splits_identities_into_train_and_test():
 )
 def test_bad_face_settings_name_the_keys(config, message):
     with pytest.raises(ConfigError, match=message):
-        FaceTask(parse_config(config, {"face": FaceSettings}))
+        FaceTask(parse_config(config, [FaceSettings]))

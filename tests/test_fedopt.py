@@ -9,14 +9,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flower
 
-import clients
-import strategies
-from clients.fedopt import FEDOPT_NAMES
 from fedpersonal.config import ConfigError
 from simulations.inprocess import InProcessGrid, run_inprocess
-from simulations.server_app import parse_run_config
-from strategies import build_strategy
-from strategies.server_optimizers import SERVER_OPTIMIZERS
+from simulations.registry import build_strategy, parse_run_config
+from strategies import fedopt
+from strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedOptTorch, FedYogi, PseudoGradientFedAvg
+from strategies.server_optimizers import FedAdamSettings
 
 X0 = [1.0, -2.0, 0.5]
 # Two rounds of hand-made client models as offsets from the global x_t: (offset, num-examples).
@@ -50,7 +48,7 @@ def run_rounds(strategy, grid, rounds=UPDATES, first_round: int = 1, extra=None)
     return history
 
 
-def ours(name: str, **section) -> strategies.fedopt.PseudoGradientFedAvg:
+def ours(name: str, **section) -> PseudoGradientFedAvg:
     keys = {f"{name}.{key}": value for key, value in section.items()}
     return build_strategy(parse_run_config({"strategy": name, "num-clients": 2, **keys}))
 
@@ -60,10 +58,11 @@ def deltas() -> list[list[float]]:
     return [[0.1, 0.1, -0.6], [0.0, 0.4, 0.2]]
 
 
-def reddi(rule: str, eta: float, beta1: float, beta2: float, tau: float, bias_correction: bool = False):
-    """Reddi et al.'s Algorithm 2, one coordinate at a time in plain floats."""
+def reddi(rule: str, eta: float, beta1: float, beta2: float, tau: float, bias_correction: bool = False, t0: int = 1):
+    """Reddi et al.'s Algorithm 2, one coordinate at a time in plain floats; with ``bias_correction``
+    eta_t = eta sqrt(1 - beta2^t) / (1 - beta1^t), t counting from ``t0``."""
     x, m, v, history = list(X0), [0.0] * 3, [0.0] * 3, []
-    for t, delta in enumerate(deltas(), start=1):
+    for t, delta in enumerate(deltas(), start=t0):
         for i, d in enumerate(delta):
             m[i] = beta1 * m[i] + (1 - beta1) * d
             if rule == "adam":
@@ -92,8 +91,12 @@ def heavy_ball(eta: float, beta: float, nesterov: bool = False):
 
 CASES = {
     "fedadam": ({"server-lr": 0.1}, reddi("adam", 0.1, 0.9, 0.99, 1e-3)),
-    "fedadam-bias-corrected": (
-        {"server-lr": 0.1, "bias-correction": True}, reddi("adam", 0.1, 0.9, 0.99, 1e-3, bias_correction=True)
+    "fedadam-adam-bias-correction": (
+        {"server-lr": 0.1, "bias-correction": "adam"}, reddi("adam", 0.1, 0.9, 0.99, 1e-3, bias_correction=True)
+    ),
+    # Flower's convention: t = server_round + 1, so round 1 corrects with t = 2.
+    "fedadam-flower-bias-correction": (
+        {"server-lr": 0.1, "bias-correction": "flower"}, reddi("adam", 0.1, 0.9, 0.99, 1e-3, True, t0=2)
     ),
     "fedyogi": ({"server-lr": 0.1, "beta2": 0.9, "tau": 0.01}, reddi("yogi", 0.1, 0.9, 0.9, 0.01)),
     "fedadagrad": ({"server-lr": 0.1}, reddi("adagrad", 0.1, 0.0, 0.0, 1e-3)),
@@ -118,7 +121,7 @@ def test_first_fedadam_step_by_hand(grid):
 
 FLOWER = {
     # name, our section, Flower's strategy, round offset given to Flower
-    "fedadam": ({"server-lr": 0.1, "bias-correction": True}, lambda: flower.FedAdam(eta=0.1, min_available_nodes=2), -1),
+    "fedadam": ({"server-lr": 0.1, "bias-correction": "flower"}, lambda: flower.FedAdam(eta=0.1, min_available_nodes=2), 0),
     "fedyogi": ({"server-lr": 0.1}, lambda: flower.FedYogi(eta=0.1, min_available_nodes=2), 0),
     "fedadagrad": ({"server-lr": 0.1}, lambda: flower.FedAdagrad(eta=0.1, min_available_nodes=2), 0),
     "fedavgm": (
@@ -131,7 +134,7 @@ FLOWER = {
 
 @pytest.mark.parametrize("name", list(FLOWER))
 def test_equal_to_flowers_builtin_on_the_same_replies(name, grid):
-    """Flower 1.42's FedAdam bias-corrects with t = server_round + 1: our step t is its round t - 1."""
+    """Same rounds, same replies: ours (FedAdam with bias-correction 'flower') equals Flower 1.42's."""
     section, make_flower, offset = FLOWER[name]
     np.testing.assert_allclose(
         run_rounds(ours(name, **section), grid),
@@ -208,8 +211,9 @@ def test_any_torch_optimizer_by_name(grid):
         ({"strategy": "fedyogi", "fedyogi.server-lr": 0.0}, r"'fedyogi.server-lr' = 0.0 is invalid; expected a number > 0"),
         ({"strategy": "fedopt", "fedopt.optimizer": "Sgd"}, r"'fedopt.optimizer' = 'Sgd' is invalid; expected the name of a torch.optim"),
         ({"strategy": "fedopt", "fedopt.options": "momentum=0.9"}, r"'fedopt.options' = 'momentum=0.9' is invalid; expected a JSON object"),
-        ({"strategy": "fedopt", "fedopt.options": '{"nestrov": true}'}, r"section 'fedopt' .* rejected by the optimizer: .*nestrov"),
-        ({"strategy": "fedavgm", "fedavgm.momentum": 0.0, "fedavgm.nesterov": True}, r"section 'fedavgm' .* rejected .*Nesterov"),
+        ({"strategy": "fedopt", "fedopt.options": '{"nestrov": true}'}, r"section\(s\) \{'fedopt'.* rejected .*nestrov"),
+        ({"strategy": "fedavgm", "fedavgm.momentum": 0.0, "fedavgm.nesterov": True}, r"section\(s\) \{'fedavgm'.* rejected .*Nesterov"),
+        ({"strategy": "fedadam", "fedadam.bias-correction": "yes"}, r"'fedadam.bias-correction' = 'yes' is invalid; expected one of 'none'"),
     ],
 )
 def test_bad_settings_stop_with_a_clear_error(settings, message):
@@ -217,10 +221,38 @@ def test_bad_settings_stop_with_a_clear_error(settings, message):
         build_strategy(parse_run_config(settings))
 
 
-def test_every_name_has_both_halves():
-    assert set(FEDOPT_NAMES) == set(SERVER_OPTIMIZERS)
-    assert set(FEDOPT_NAMES) <= set(strategies.STRATEGIES) & set(clients.CLIENT_ALGORITHMS)
-    assert set(FEDOPT_NAMES) <= set(strategies.CONFIG_SECTIONS)
+def test_the_strategies_are_flower_strategies_built_without_a_run_config(grid):
+    """Flower's constructor conventions: keyword hyperparameters plus FedAvg's sampling arguments."""
+    sampling = FedAdam(fraction_train=0.5, min_available_nodes=7, min_train_nodes=3)
+    assert (sampling.fraction_train, sampling.min_available_nodes, sampling.min_train_nodes) == (0.5, 7, 3)
+    strategy = FedAdam(eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-3, min_available_nodes=2)
+    np.testing.assert_allclose(run_rounds(strategy, grid), reddi("adam", 0.1, 0.9, 0.99, 1e-3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        run_rounds(FedAvgM(server_learning_rate=0.5, server_momentum=0.9), grid), heavy_ball(0.5, 0.9), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        run_rounds(FedYogi(eta=0.1, beta_2=0.9, tau=0.01), grid), reddi("yogi", 0.1, 0.9, 0.9, 0.01), rtol=1e-5
+    )
+    np.testing.assert_allclose(run_rounds(FedAdagrad(eta=0.1), grid), reddi("adagrad", 0.1, 0.0, 0.0, 1e-3), rtol=1e-5)
+    fedavg = np.array(X0) + np.cumsum(deltas(), axis=0)
+    np.testing.assert_allclose(run_rounds(FedOptTorch(optimizer="SGD", eta=1.0), grid), fedavg, rtol=1e-6)
+    with pytest.raises(ValueError, match="nestrov"):
+        FedOptTorch(options={"nestrov": True})
+    with pytest.raises(ValueError, match="unknown bias correction 'sometimes'"):
+        FedAdam(bias_correction="sometimes")
+
+
+def test_section_defaults_equal_the_constructor_defaults():
+    """The run-config path and a plain constructor start from the same hyperparameters."""
+    defaults = parse_run_config({"strategy": "fedadam"})
+    s = defaults.section(FedAdamSettings)
+    built, plain = build_strategy(defaults), fedopt.FedAdam()
+    group_built, group_plain = (
+        {k: v for k, v in strategy.make_optimizer([torch.zeros(1)]).param_groups[0].items() if k != "params"}
+        for strategy in (built, plain)
+    )
+    assert group_built == group_plain and group_plain["lr"] == 0.01
+    assert (s.server_lr, s.beta1, s.beta2, s.tau, s.bias_correction) == (0.01, 0.9, 0.99, 1e-3, "none")
 
 
 def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
@@ -265,6 +297,8 @@ def test_scenarios_use_the_best_server_lr_of_the_recorded_grid_search():
 
     from flwr.common.config import flatten_dict
 
+    from simulations.registry import ALGORITHMS
+
     root = Path(__file__).resolve().parents[1]
     grid_rows = json.loads((root / "benchmarks" / "results" / "gaze_fedopt_grid.json").read_text())["rows"]
     best: dict[str, tuple[float, float]] = {}
@@ -278,5 +312,6 @@ def test_scenarios_use_the_best_server_lr_of_the_recorded_grid_search():
         cfg = parse_run_config(keys)
         assert cfg.strategy == name
         if name in best:
-            assert cfg.section(name).server_lr == pytest.approx(best[name][0], rel=1e-3)
-            assert defaults.section(name).server_lr == pytest.approx(best[name][0], rel=1e-3)
+            section = ALGORITHMS[name].sections[0]
+            assert cfg.section(section).server_lr == pytest.approx(best[name][0], rel=1e-3)
+            assert defaults.section(section).server_lr == pytest.approx(best[name][0], rel=1e-3)

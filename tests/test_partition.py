@@ -6,7 +6,7 @@ import pytest
 from fedpersonal.config import ConfigError, parse_config
 from fedpersonal.data.errors import DataError
 from fedpersonal.data.partition import PartitionSettings, make_partition, quantity_sizes
-from fedpersonal.tasks import CONFIG_SECTIONS
+from fedpersonal.tasks import TASK_SECTIONS
 
 LABELS = np.repeat(np.arange(10), 40)  # 400 samples, 10 classes of 40
 GROUPS = np.repeat(np.arange(8), 50)  # 8 natural users of 50
@@ -71,14 +71,14 @@ def test_quantity_sizes_are_skewed_with_a_floor():
 
 
 def test_partition_section_is_validated_like_any_run_config():
-    cfg = parse_config({"partition.name": "dirichlet", "partition.alpha": 0.1}, CONFIG_SECTIONS)
-    assert cfg.section("partition") == PartitionSettings(name="dirichlet", alpha=0.1)
+    cfg = parse_config({"partition.name": "dirichlet", "partition.alpha": 0.1}, TASK_SECTIONS)
+    assert cfg.section(PartitionSettings) == PartitionSettings(name="dirichlet", alpha=0.1)
     with pytest.raises(ConfigError, match=r"'partition.alpha' = 0.0 is invalid; expected a number > 0"):
-        parse_config({"partition.alpha": 0.0}, CONFIG_SECTIONS)
+        parse_config({"partition.alpha": 0.0}, TASK_SECTIONS)
     with pytest.raises(ConfigError, match=r"'partition.alpha' = -1.0 is invalid"):
-        parse_config({"partition.alpha": -1.0}, CONFIG_SECTIONS)
+        parse_config({"partition.alpha": -1.0}, TASK_SECTIONS)
     with pytest.raises(ConfigError, match=r"'partition.name' = 'random' is invalid; expected one of \['iid'"):
-        parse_config({"partition.name": "random"}, CONFIG_SECTIONS)
+        parse_config({"partition.name": "random"}, TASK_SECTIONS)
 
 
 @pytest.mark.parametrize(

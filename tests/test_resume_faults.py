@@ -4,17 +4,21 @@ import pytest
 import torch
 from flwr.app import ConfigRecord
 
-import clients
-from clients.fedavg import FedAvgClient
+import dataclasses
+from pathlib import Path
+
+from clients.base import ClientAlgorithm
 from fedpersonal.checkpoint import CHECKPOINT, load_client_state, save_client_state
 from fedpersonal.config import ConfigError
+from fedpersonal.results import RunDirectory
 from simulations.inprocess import run_inprocess
+from simulations.loop import RunFailedError
 from crashing import crash_in_round
 
 SMALL = {"num-clients": 3, "num-rounds": 3, "samples-per-client": 80, "fraction-train": 0.67}
 
 
-class CountingClient(FedAvgClient):
+class CountingClient(ClientAlgorithm):
     """FedAvg plus a personal counter in context.state: how often this client trained."""
 
     def train(self, msg):
@@ -28,10 +32,10 @@ class CountingClient(FedAvgClient):
 
 @pytest.fixture
 def counting(monkeypatch):
-    from strategies import STRATEGIES, fedavg
+    from simulations.registry import ALGORITHMS
 
-    monkeypatch.setitem(clients.CLIENT_ALGORITHMS, "counting", CountingClient)
-    monkeypatch.setitem(STRATEGIES, "counting", fedavg.build)
+    entry = dataclasses.replace(ALGORITHMS["fedavg"], name="counting", client=CountingClient)
+    monkeypatch.setitem(ALGORITHMS, "counting", entry)
     return {**SMALL, "strategy": "counting"}
 
 
@@ -43,8 +47,6 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, coun
     full, _ = run_inprocess({**counting, "results-dir": str(tmp_path / "full")})
     crashed_dir = crash_in_round(monkeypatch, {**counting, "results-dir": str(tmp_path / "crashed")}, 3)
     assert torch.load(crashed_dir / CHECKPOINT, weights_only=False)["round"] == 2
-    from fedpersonal.results import RunDirectory
-
     assert [row["round"] for row in RunDirectory(crashed_dir).read_rows("rounds.jsonl")] == [0, 1, 2]
 
     resumed, _ = run_inprocess({**counting, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed_dir)})
@@ -86,12 +88,18 @@ def test_dropout_is_counted_and_the_round_aggregates_the_rest(tmp_path):
     assert len(errors) == sum(failures) and all("SimulatedDropout" in e for e in errors)
 
 
+def only_run(results: Path) -> RunDirectory:
+    (path,) = results.iterdir()
+    return RunDirectory(path)
+
+
 def test_too_few_replies_keep_the_previous_model(tmp_path):
-    run_dir, _ = run_inprocess(
-        {**SMALL, "fraction-train": 1.0, "faults.dropout": 0.5, "seed": 3, "min-train-replies": 3,
-         "results-dir": str(tmp_path)}
-    )
-    rounds = run_dir.read_rows("rounds.jsonl")
+    with pytest.raises(RunFailedError, match="no round of 3 aggregated any client reply; first client error: .*dropped"):
+        run_inprocess(
+            {**SMALL, "fraction-train": 1.0, "faults.dropout": 0.5, "seed": 3, "min-train-replies": 3,
+             "results-dir": str(tmp_path)}
+        )
+    rounds = only_run(tmp_path).read_rows("rounds.jsonl")  # every finished round is kept
     for before, row in zip(rounds, rounds[1:]):
         if row["skipped"]:
             assert row["global-angular-error"] == pytest.approx(before["global-angular-error"])
@@ -99,9 +107,10 @@ def test_too_few_replies_keep_the_previous_model(tmp_path):
 
 
 def test_slow_clients_past_the_round_timeout_are_dropped(tmp_path):
-    run_dir, _ = run_inprocess(
-        {**SMALL, "num-rounds": 1, "fraction-train": 1.0, "faults.slow-fraction": 1.0, "faults.slow-delay-s": 0.5,
-         "round-timeout-s": 0.4, "results-dir": str(tmp_path)}
-    )
-    (row,) = run_dir.read_rows("rounds.jsonl")[1:]
+    with pytest.raises(RunFailedError, match="no round of 1 aggregated any client reply"):
+        run_inprocess(
+            {**SMALL, "num-rounds": 1, "fraction-train": 1.0, "faults.slow-fraction": 1.0, "faults.slow-delay-s": 0.5,
+             "round-timeout-s": 0.4, "results-dir": str(tmp_path)}
+        )
+    (row,) = only_run(tmp_path).read_rows("rounds.jsonl")[1:]
     assert row["timeouts"] == 3 and row["skipped"] is True

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import ClassVar, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -42,6 +42,8 @@ CLASSIFICATION_ONLY = frozenset({"tent", "pseudo-label"})
 @dataclass(frozen=True)
 class AdaptSettings:
     """Run-config section ``adapt``: the local adaptation before personalized evaluation."""
+
+    SECTION: ClassVar[str] = "adapt"
 
     method: str = setting(
         "none", f"one of {list(METHODS)}, or several joined by '+' applied in order (e.g. 'adabn+pseudo-label')",

@@ -25,7 +25,7 @@ from torch import nn
 
 from fedpersonal.adaptation.importance import HEAD
 from fedpersonal.config import RunConfig
-from fedpersonal.training import Tensors, sgd_optimizer, train_epochs
+from fedpersonal.training import SGDSettings, Tensors, sgd_optimizer, train_epochs
 
 State = dict[str, torch.Tensor]
 
@@ -37,11 +37,11 @@ class ServerDomains(Protocol):
 
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor: ...
 
-    def expert_domains(self, cfg: RunConfig) -> Sequence[Any]: ...
+    def expert_domains(self) -> Sequence[Any]: ...
 
-    def generic_domain(self, cfg: RunConfig) -> Any: ...
+    def generic_domain(self) -> Any: ...
 
-    def server_data(self, cfg: RunConfig, domain: Any, count: int) -> Tensors: ...
+    def server_data(self, domain: Any, count: int) -> Tensors: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class ExpertSet:
 
 def _fit(model: nn.Module, task: ServerDomains, data: Tensors, params: list[nn.Parameter], epochs: int, cfg: RunConfig, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
-    train_epochs(model, data, task.loss, sgd_optimizer(params, cfg), epochs, cfg.batch_size, generator, cfg.grad_clip)
+    train_epochs(model, data, task.loss, sgd_optimizer(params, SGDSettings.from_config(cfg)), epochs, cfg.batch_size, generator, cfg.grad_clip)
 
 
 def _state(model: nn.Module) -> State:
@@ -66,12 +66,12 @@ def train_experts(task: ServerDomains, cfg: RunConfig, samples: int, generic_epo
     """The generic model and its fine-tuned experts, seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
     generic = task.build_model()
-    _fit(generic, task, task.server_data(cfg, task.generic_domain(cfg), samples), list(generic.parameters()), generic_epochs, cfg, cfg.seed)
+    _fit(generic, task, task.server_data(task.generic_domain(), samples), list(generic.parameters()), generic_epochs, cfg, cfg.seed)
     names, experts = [], []
-    for k, domain in enumerate(task.expert_domains(cfg)):
+    for k, domain in enumerate(task.expert_domains()):
         expert = copy.deepcopy(generic)
         body = [p for name, p in expert.named_parameters() if not name.startswith(HEAD)]
-        _fit(expert, task, task.server_data(cfg, domain, samples), body, expert_epochs, cfg, cfg.seed + 1 + k)
+        _fit(expert, task, task.server_data(domain, samples), body, expert_epochs, cfg, cfg.seed + 1 + k)
         names.append(domain.name)
         experts.append(_state(expert))
     return ExpertSet(tuple(names), _state(generic), tuple(experts))

@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedpersonal.config import ConfigError, parse_settings
+from fedpersonal.config import ConfigError, RunConfig, parse_settings
 from fedpersonal.data.partition import PARTITIONERS, PartitionSettings, make_partition
 from fedpersonal.data.real import DATASETS, load_dataset
 from fedpersonal.data.stats import client_stats, save_plot, stats_table
 
 DEFAULT_CLIENTS = 10
+RESULTS_DIR = RunConfig.results_dir  # the runs' default results-dir
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,7 +41,10 @@ def parser() -> argparse.ArgumentParser:
     stats.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize images (image datasets)")
     stats.add_argument("--gray", action="store_true", help="decode images as grayscale (image datasets)")
     stats.add_argument("--evaluation-subset", action="store_true", help="MPIIGaze: only the official evaluation lists")
-    stats.add_argument("--plot", type=Path, default=None, help="where to save the plot (default partition-<dataset>-<partition>.png)")
+    stats.add_argument("--results-dir", type=Path, default=Path(RESULTS_DIR),
+                       help=f"where the plot goes unless --plot says (default {RESULTS_DIR}/data-stats/)")
+    stats.add_argument("--plot", type=Path, default=None,
+                       help="the plot's file (default <results-dir>/data-stats/partition-<dataset>-<partition>.png)")
     return cli
 
 
@@ -98,7 +102,8 @@ def stats(args: argparse.Namespace) -> None:
         + (f", {len(partition.unseen)} unseen natural client(s)" if partition.unseen else "")
     )
     print(stats_table(data, rows))
-    plot = args.plot or Path(f"partition-{args.dataset}-{settings.name}.png")
+    plot = args.plot or args.results_dir / "data-stats" / f"partition-{args.dataset}-{settings.name}.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
     title = f"{args.dataset}: {settings.name} partition, {clients} clients (seed {args.seed})"
     print(f"plot saved to {save_plot(rows, tuple(getattr(data, 'class_names', ())), plot, title)}")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +41,8 @@ NEEDS_LABELS = frozenset({"dirichlet", "pathological", "shard"})
 @dataclass(frozen=True)
 class PartitionSettings:
     """Run-config section ``partition`` (``[tool.flwr.app.config.partition]``)."""
+
+    SECTION: ClassVar[str] = "partition"
 
     name: str = setting("natural", f"one of {list(PARTITIONERS)}", lambda v: v in PARTITIONERS)
     alpha: float = setting(0.5, "a number > 0 (Dirichlet concentration)", lambda v: v > 0)

@@ -10,8 +10,8 @@ from fedpersonal.tasks.face import FaceSettings, FaceTask
 from fedpersonal.tasks.gaze import GazeSettings, GazeTask
 
 TASKS: dict[str, type[Task]] = {"gaze": GazeTask, "classify": ClassifyTask, "face": FaceTask}
-# Run-config sections the tasks read (e.g. "face" -> its settings dataclass).
-CONFIG_SECTIONS: dict[str, type] = {"partition": PartitionSettings, "gaze": GazeSettings, "classify": ClassifySettings, "face": FaceSettings}
+# Run-config sections the tasks read (their settings dataclasses).
+TASK_SECTIONS: tuple[type, ...] = (PartitionSettings, GazeSettings, ClassifySettings, FaceSettings)
 
 
 def get_task(name: str, cfg: RunConfig | None = None) -> Task:
@@ -20,4 +20,4 @@ def get_task(name: str, cfg: RunConfig | None = None) -> Task:
     return TASKS[name](cfg)
 
 
-__all__ = ["CONFIG_SECTIONS", "TASKS", "ClientData", "Task", "get_task"]
+__all__ = ["TASK_SECTIONS", "TASKS", "ClientData", "Task", "get_task"]

@@ -52,10 +52,10 @@ class Task(ABC):
         return model
 
     @abstractmethod
-    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+    def client_data(self, partition_id: int) -> ClientData:
         """The train/test data of client ``partition_id`` (cached per process)."""
 
-    def prepare_data(self, cfg: RunConfig) -> None:
+    def prepare_data(self) -> None:
         """Decode, cache and check the run's data on the server before any client starts.
 
         Bad data then stops the run before training; tasks on embedded data need nothing here.

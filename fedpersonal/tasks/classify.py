@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 from functools import lru_cache
 
 import numpy as np
@@ -65,6 +66,8 @@ def _corruption_list(value: str) -> list[str]:
 @dataclass(frozen=True)
 class ClassifySettings:
     """Run-config section ``classify``: how users are shifted, and the model width."""
+
+    SECTION: ClassVar[str] = "classify"
 
     user_shift: str = setting(
         "corruption", "one of 'corruption' (TransPrior), 'category' (CatPrior), 'none'", lambda v: v in SHIFTS
@@ -154,7 +157,7 @@ DATASETS: dict[str, ImageSource] = {
 
 def partition_request(cfg: RunConfig) -> DataRequest:
     """The partitioned real data of the run; a ConfigError unless ``classify.user-shift`` is none."""
-    shift = classify_settings(cfg).user_shift
+    shift = cfg.section(ClassifySettings).user_shift
     if shift != "none":
         raise ConfigError(
             f"run config key 'classify.user-shift' = {shift!r} is invalid with dataset {cfg.dataset!r}, whose "
@@ -169,11 +172,6 @@ def image_tensors(samples: ImageSet) -> Tensors:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(samples.labels)
 
 
-def classify_settings(cfg: RunConfig) -> ClassifySettings:
-    """The run's ``classify`` section (defaults when the config was parsed without it)."""
-    return cfg.sections.get("classify", ClassifySettings())
-
-
 def source_of(cfg: RunConfig) -> ImageSource:
     """The image source named by ``dataset``; a ConfigError names the choices."""
     require_choice("dataset", cfg.dataset, DATASETS)
@@ -182,7 +180,7 @@ def source_of(cfg: RunConfig) -> ImageSource:
 
 def domains(cfg: RunConfig) -> list[Domain]:
     """The run's domains: one per corruption, per category group, or a single clean one."""
-    settings = classify_settings(cfg)
+    settings = cfg.section(ClassifySettings)
     every = tuple(range(source_of(cfg).num_classes))
     if settings.user_shift == "corruption":
         return [Domain(name, every, name) for name in _corruption_list(settings.corruptions)]
@@ -212,14 +210,14 @@ def _domain_samples(key: tuple, domain: Domain, role: str, source: int, count: i
     images, labels = source_of(cfg).draw(cfg, role, source, count, domain.classes)
     if domain.corruption is not None:
         rng = np.random.default_rng([cfg.seed, ROLES[role], source, 13])
-        severity = min(1.0, classify_settings(cfg).severity * rng.uniform(0.8, 1.2))
+        severity = min(1.0, cfg.section(ClassifySettings).severity * rng.uniform(0.8, 1.2))
         images = corrupt(images, domain.corruption, severity, rng)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
 
 
 def domain_samples(cfg: RunConfig, domain: Domain, role: str, source: int, count: int) -> Tensors:
     """(images uint8 (N, C, H, W), labels int64 (N,)) of ``source`` in ``domain``, cached."""
-    key = (cfg.dataset, cfg.data_path, cfg.seed, cfg.heterogeneity, classify_settings(cfg))
+    key = (cfg.dataset, cfg.data_path, cfg.seed, cfg.heterogeneity, cfg.section(ClassifySettings))
     return _domain_samples(key, domain, role, source, count)
 
 
@@ -241,15 +239,16 @@ class ClassifyTask(Task):
     def build_model(self) -> nn.Module:
         """A new :class:`SmallCNN` for the run's dataset and ``classify.width``."""
         source = source_of(self.cfg)
-        return SmallCNN(source.channels, source.num_classes, classify_settings(self.cfg).width)
+        return SmallCNN(source.channels, source.num_classes, self.cfg.section(ClassifySettings).width)
 
-    def prepare_data(self, cfg: RunConfig) -> None:
+    def prepare_data(self) -> None:
         """Decode, cache, partition and check a partitioned real dataset before clients start."""
-        if cfg.dataset in PARTITIONED:
-            prepare(partition_request(cfg))
+        if self.cfg.dataset in PARTITIONED:
+            prepare(partition_request(self.cfg))
 
-    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+    def client_data(self, partition_id: int) -> ClientData:
         """User ``partition_id`` in its domain (or its partition of a real dataset), split into train/test."""
+        cfg = self.cfg
         if cfg.dataset in PARTITIONED:
             train, test = client_split(partition_request(cfg), partition_id)
             return ClientData(image_tensors(train), image_tensors(test))
@@ -259,17 +258,17 @@ class ClassifyTask(Task):
             raise ValueError(f"client {partition_id} has {len(samples[0])} samples of {domain.name}; expected >= 2")
         return split_train_test(samples, cfg.test_fraction)
 
-    def expert_domains(self, cfg: RunConfig) -> list[Domain]:
+    def expert_domains(self) -> list[Domain]:
         """The domains DUA's server trains one expert each for (= the users' domains)."""
-        return domains(cfg)
+        return domains(self.cfg)
 
-    def generic_domain(self, cfg: RunConfig) -> Domain:
+    def generic_domain(self) -> Domain:
         """The domain of DUA's generic model: clean data of every class."""
-        return generic_domain(cfg)
+        return generic_domain(self.cfg)
 
-    def server_data(self, cfg: RunConfig, domain: Domain, count: int) -> Tensors:
+    def server_data(self, domain: Domain, count: int) -> Tensors:
         """Labelled server data of ``domain`` (sources no client has)."""
-        return server_data(cfg, domain, count)
+        return server_data(self.cfg, domain, count)
 
     def forward(self, model: nn.Module, inputs: Tensors) -> torch.Tensor:
         """Logits of images scaled to [0, 1]."""

@@ -26,6 +26,7 @@ Metrics (:mod:`fedpersonal.metrics.face`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def _at_least(minimum: int):
 @dataclass(frozen=True)
 class FaceSettings:
     """Run-config section ``face`` (``[tool.flwr.app.config.face]``)."""
+
+    SECTION: ClassVar[str] = "face"
 
     image_size: int = setting(32, "an integer in [16, 128] (pixels per side)", lambda v: 16 <= v <= 128)
     identities_min: int = setting(10, "an integer >= 2 (identities of the smallest client)", _at_least(2))
@@ -105,7 +108,7 @@ def check_settings(settings: FaceSettings, test_fraction: float) -> None:
 
 def face_settings(cfg: RunConfig) -> FaceSettings:
     """The checked ``face`` section of ``cfg`` (defaults when the section was not parsed)."""
-    settings = cfg.sections.get("face", FaceSettings())
+    settings = cfg.section(FaceSettings)
     check_settings(settings, cfg.test_fraction)
     return settings
 
@@ -286,9 +289,6 @@ def face_source(cfg: RunConfig) -> type[SyntheticFaces] | ImageFolderFaces:
     """The face data source of run ``cfg`` (a ConfigError names an unknown ``dataset``)."""
     require_choice("dataset", cfg.dataset, tuple(FACE_DATASETS))
     return FACE_DATASETS[cfg.dataset].from_config(cfg)
-# The algorithms that train the face task (each client keeps a personal classifier: the task has
-# no loss of its own).
-FACE_STRATEGIES = ("fedfr", "face-fedavg", "face-finetune", "face-local")
 
 
 @lru_cache(maxsize=4)
@@ -353,27 +353,26 @@ class FaceTask(Task):
         """The server's public images and their identity labels."""
         return self.source.public(*self._data_key())
 
-    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+    def client_data(self, partition_id: int) -> ClientData:
         """Client ``partition_id``'s own identities, split per identity into train/test."""
-        return face_source(cfg).client(cfg.seed, face_settings(cfg), cfg.heterogeneity, cfg.test_fraction, partition_id)
+        seed, settings, heterogeneity = self._data_key()
+        return self.source.client(seed, settings, heterogeneity, self.cfg.test_fraction, partition_id)
 
     def local_epochs(self, server_round: int) -> int:
         """Local epochs of round ``server_round`` (1-based): first, then fewer, down to a floor."""
         s = self.settings
         return max(s.min_epochs, s.first_epochs - s.epoch_decrease * (server_round - 1))
 
-    def prepare_data(self, cfg: RunConfig) -> None:
-        """Stop a run whose strategy cannot train faces before anything trains."""
-        if cfg.strategy not in FACE_STRATEGIES:
-            raise ConfigError(
-                f"run config key 'strategy' = {cfg.strategy!r} cannot train task 'face' (it needs a "
-                f"personal classifier on every client); choose one of {sorted(FACE_STRATEGIES)}"
-            )
-        face_source(cfg).prepare()
+    def prepare_data(self) -> None:
+        """Decode and check real face data before any client starts."""
+        self.source.prepare()
 
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
-        """Not defined: the margin softmax needs each client's own classifier (clients/face.py)."""
-        raise ConfigError(f"task 'face' trains with a personal classifier on every client; use a strategy of {list(FACE_STRATEGIES)}")
+        """Not defined: the margin softmax needs each client's own classifier (the face algorithms)."""
+        raise ConfigError(
+            f"task 'face' trains with a personal classifier on every client; strategy {self.cfg.strategy!r} "
+            "does not keep one (the algorithm registry lists the algorithms that support task 'face')"
+        )
 
     def personal_rates(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """FARs and FPIRs that the smallest possible client's test split supports."""

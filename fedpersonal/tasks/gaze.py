@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +37,8 @@ EVAL_BATCH = 512
 @dataclass(frozen=True)
 class GazeSettings:
     """Run-config section ``gaze`` (``[tool.flwr.app.config.gaze]``)."""
+
+    SECTION: ClassVar[str] = "gaze"
 
     evaluation_subset: bool = setting(
         False, "true (only MPIIGaze's official evaluation lists, 3000 samples per participant) or false (all)"
@@ -66,15 +68,10 @@ def _user_data(user_id: int, count: int, seed: int, heterogeneity: float, test_f
     return split_train_test(samples_to_tensors(samples), test_fraction)
 
 
-def gaze_settings(cfg: RunConfig) -> GazeSettings:
-    """The run's ``gaze`` section (defaults when the config was parsed without it)."""
-    return cfg.sections.get("gaze", GazeSettings())
-
-
 def loader_options(cfg: RunConfig) -> dict[str, Any]:
     """Options of the real-data loader of ``cfg.dataset`` (images at the LeNet's input size)."""
     if cfg.dataset == "mpiigaze":
-        return {"evaluation_subset": gaze_settings(cfg).evaluation_subset}
+        return {"evaluation_subset": cfg.section(GazeSettings).evaluation_subset}
     return {"size": (HEIGHT, WIDTH), "gray": True}
 
 
@@ -92,39 +89,39 @@ class GazeTask(Task):
 
     def build_model(self) -> nn.Module:
         """A new :class:`GazeLeNet` (with BatchNorm when ``gaze.batchnorm``)."""
-        return GazeLeNet(batchnorm=gaze_settings(self.cfg).batchnorm)
+        return GazeLeNet(batchnorm=self.cfg.section(GazeSettings).batchnorm)
 
     def forward(self, model: nn.Module, inputs: Tensors) -> torch.Tensor:
         """Predicted (pitch, yaw) of (images uint8, pose)."""
         images, pose = inputs[:2]
         return model(images.float() / 255.0, pose)
 
-    def data_request(self, cfg: RunConfig) -> DataRequest | None:
+    def data_request(self) -> DataRequest | None:
         """The real-data request of the run (None for the embedded generator)."""
+        cfg = self.cfg
         require_choice("dataset", cfg.dataset, self.datasets)
         return None if cfg.dataset == "synthetic" else DataRequest.from_config(cfg, **loader_options(cfg))
 
-    def prepare_data(self, cfg: RunConfig) -> None:
+    def prepare_data(self) -> None:
         """Decode, cache, partition and check real data before any client starts."""
-        request = self.data_request(cfg)
+        request = self.data_request()
         if request is not None:
             prepare(request)
 
-    def client_data(self, cfg: RunConfig, partition_id: int) -> ClientData:
+    def client_data(self, partition_id: int) -> ClientData:
         """Client ``partition_id``: a user of the generator or a partition of the real dataset."""
-        request = self.data_request(cfg)
+        request = self.data_request()
         if request is not None:
             return _real_data(client_split(request, partition_id))
-        return _user_data(
-            partition_id, cfg.samples_per_client, cfg.seed, cfg.heterogeneity, cfg.test_fraction
-        )
+        cfg = self.cfg
+        return _user_data(partition_id, cfg.samples_per_client, cfg.seed, cfg.heterogeneity, cfg.test_fraction)
 
-    def unseen_user_data(self, cfg: RunConfig, index: int) -> ClientData:
+    def unseen_user_data(self, index: int) -> ClientData:
         """Data of an unseen user (never a client): a generator user or a left-over participant."""
-        request = self.data_request(cfg)
+        request = self.data_request()
         if request is not None:
             return _real_data(unseen_split(request, index))
-        return self.client_data(cfg, UNSEEN_USER_OFFSET + index)
+        return self.client_data(UNSEEN_USER_OFFSET + index)
 
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Mean squared error of the predicted (pitch, yaw)."""

@@ -68,9 +68,9 @@ def algorithm(spec: str) -> Variant:
     """A registered strategy name, or a TOML file of overrides (labelled by its stem)."""
     if spec.endswith(".toml"):
         return scenario(spec)
-    from strategies import STRATEGIES
+    from simulations.registry import ALGORITHMS
 
-    require_choice("strategy", spec, STRATEGIES)
+    require_choice("strategy", spec, ALGORITHMS)
     return Variant(spec, {"strategy": spec})
 
 

@@ -1,6 +1,7 @@
 """The Flower ClientApp: dispatches each message to the client half of the run's algorithm.
 
-Around every call it restores the client's personal state when a resumed run starts, applies the
+The run config is parsed once per run and process (cached by its contents), the algorithm is
+looked up in :mod:`simulations.registry`. Around every call the app restores the client's personal state when a resumed run starts, applies the
 simulated device faults (section ``faults``) to training, persists the personal state to the run
 directory after training, and tags the reply with the Ray node that executed it (when running on Ray).
 """
@@ -8,25 +9,35 @@ directory after training, and tags the reply with the Ray node that executed it 
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from clients import CLIENT_ALGORITHMS, ClientAlgorithm
-from clients.base import parse_client_config
+from clients.base import ClientAlgorithm
 from fedpersonal.checkpoint import load_client_state, save_client_state
-from fedpersonal.config import require_choice
-from fedpersonal.faults import apply_faults
+from fedpersonal.config import RunConfig
+from fedpersonal.faults import FaultSettings, apply_faults
+from simulations.registry import build_client, parse_run_config
 
 app = ClientApp()
 
 
+@lru_cache(maxsize=8)
+def _parsed(items: tuple[tuple[str, Any], ...]) -> RunConfig:
+    return parse_run_config(dict(items))
+
+
+def run_config_of(context: Context) -> RunConfig:
+    """The validated run config of ``context``'s run (parsed once per distinct run config)."""
+    return _parsed(tuple(sorted(context.run_config.items())))
+
+
 def client_for(context: Context) -> ClientAlgorithm:
     """The client half of the algorithm named by run-config key ``strategy``."""
-    name = parse_client_config(context).strategy
-    require_choice("strategy", name, CLIENT_ALGORITHMS)
-    return CLIENT_ALGORITHMS[name](context)
+    return build_client(run_config_of(context), context)
 
 
 def ray_node_id() -> str:
@@ -38,7 +49,7 @@ def ray_node_id() -> str:
 
 
 def _restore_state(context: Context, config: ConfigRecord, partition_id: int) -> None:
-    resume_round = int(config.get("resume-round", 0))
+    resume_round = int(config.get("resume-round", 0))  # type: ignore[arg-type]
     if resume_round > 0 and not context.state and config.get("run-dir"):
         saved = load_client_state(Path(str(config["run-dir"])), partition_id, resume_round)
         if saved is not None:
@@ -49,10 +60,10 @@ def _restore_state(context: Context, config: ConfigRecord, partition_id: int) ->
 def _handle(kind: str, msg: Message, context: Context) -> Message:
     client = client_for(context)
     config = msg.content.config_records.get("config", ConfigRecord())
-    server_round = int(config.get("server-round", 0))
+    server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
     _restore_state(context, config, client.partition_id)
     if kind == "train":
-        apply_faults(client.cfg.section("faults"), client.cfg.seed, client.partition_id, server_round)
+        apply_faults(client.cfg.section(FaultSettings), client.cfg.seed, client.partition_id, server_round)
     reply = client.train(msg) if kind == "train" else client.evaluate(msg)
     # Algorithms change their personal state only while training; evaluation would rewrite it unchanged.
     if kind == "train" and context.state and config.get("run-dir"):

@@ -1,0 +1,188 @@
+"""The algorithm registry: every algorithm declared once, with both halves, its sections and tasks.
+
+An :class:`Algorithm` names its server half (a builder ``RunConfig -> Strategy`` that calls the
+strategy's own Flower-style constructor), its client half (a
+:class:`clients.base.ClientAlgorithm` subclass), the run-config sections it reads (settings
+dataclasses, :mod:`fedpersonal.config`) and the tasks it supports. The ServerApp, the ClientApp,
+the matrix runner and the tests all look algorithms up here; adding one is one entry below (see
+docs/adding-an-algorithm.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.serverapp.strategy import FedAvg, Strategy
+
+from clients.base import ClientAlgorithm
+from clients.dua import DUAClient
+from clients.face import FaceClient, FaceFineTuneClient, FaceLocalClient
+from clients.fedfr import FedFRClient, FedFRSettings
+from clients.fedper import FedPerClient
+from clients.fedprox import FedProxClient
+from fedpersonal.adaptation import AdaptSettings
+from fedpersonal.adaptation.dua import DUASettings, experts_for
+from fedpersonal.config import ConfigError, RunConfig, parse_config, require_choice, section_name, settings_dict
+from fedpersonal.faults import FaultSettings
+from fedpersonal.tasks import TASK_SECTIONS, TASKS
+from fedpersonal.tasks.face import FaceTask
+from strategies.common import weighted_mean_metrics
+from strategies.dua import DUA
+from strategies.face import FaceFedAvg, FaceLocalOnly
+from strategies.fedfr import FedFR
+from strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedOptTorch, FedYogi
+from strategies.fedprox import FedProx, FedProxSettings
+from strategies.server_optimizers import (
+    FedAdagradSettings,
+    FedAdamSettings,
+    FedAvgMSettings,
+    FedYogiSettings,
+    TorchOptimSettings,
+)
+
+# Sections every run reads, whatever its algorithm: the tasks', local adaptation, simulated faults.
+RUN_SECTIONS: tuple[type, ...] = (*TASK_SECTIONS, AdaptSettings, FaultSettings)
+VISION = ("gaze", "classify")  # the tasks whose model trains on the task's own loss
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One algorithm: ``strategy = name`` in the run config selects it."""
+
+    name: str
+    server: Callable[[RunConfig], Strategy]
+    client: type[ClientAlgorithm]
+    tasks: tuple[str, ...]
+    sections: tuple[type, ...] = ()
+    paper: str = ""
+
+
+def sampling(cfg: RunConfig) -> dict[str, Any]:
+    """FedAvg-family keyword arguments of a run: its fractions, every client connected, our metric
+    averaging (identity keys skipped)."""
+    return {
+        "fraction_train": cfg.fraction_train,
+        "fraction_evaluate": cfg.fraction_evaluate,
+        "min_train_nodes": 1,
+        "min_evaluate_nodes": 1,
+        "min_available_nodes": cfg.num_clients,
+        "train_metrics_aggr_fn": weighted_mean_metrics,
+        "evaluate_metrics_aggr_fn": weighted_mean_metrics,
+    }
+
+
+def _fedavg(cfg: RunConfig) -> Strategy:
+    return FedAvg(**sampling(cfg))
+
+
+def _fedprox(cfg: RunConfig) -> Strategy:
+    return FedProx(proximal_mu=cfg.section(FedProxSettings).mu, **sampling(cfg))
+
+
+def _fedavgm(cfg: RunConfig) -> Strategy:
+    s = cfg.section(FedAvgMSettings)
+    return FedAvgM(server_learning_rate=s.server_lr, server_momentum=s.momentum, nesterov=s.nesterov, **sampling(cfg))
+
+
+def _fedadam(cfg: RunConfig) -> Strategy:
+    s = cfg.section(FedAdamSettings)
+    return FedAdam(
+        eta=s.server_lr, beta_1=s.beta1, beta_2=s.beta2, tau=s.tau, initial_v=s.initial_v,
+        bias_correction=s.bias_correction, **sampling(cfg),
+    )  # fmt: skip
+
+
+def _fedyogi(cfg: RunConfig) -> Strategy:
+    s = cfg.section(FedYogiSettings)
+    return FedYogi(eta=s.server_lr, beta_1=s.beta1, beta_2=s.beta2, tau=s.tau, initial_v=s.initial_v, **sampling(cfg))
+
+
+def _fedadagrad(cfg: RunConfig) -> Strategy:
+    s = cfg.section(FedAdagradSettings)
+    return FedAdagrad(eta=s.server_lr, beta_1=s.beta1, tau=s.tau, initial_v=s.initial_v, **sampling(cfg))
+
+
+def _fedopt(cfg: RunConfig) -> Strategy:
+    s = cfg.section(TorchOptimSettings)
+    return FedOptTorch(optimizer=s.optimizer, eta=s.server_lr, options=s.options, **sampling(cfg))
+
+
+def _dua(cfg: RunConfig) -> Strategy:
+    return DUA(experts_for(cfg), omega_norm=cfg.section(DUASettings).omega_norm, **sampling(cfg))
+
+
+def _face(strategy: type[FaceFedAvg]) -> Callable[[RunConfig], Strategy]:
+    def build(cfg: RunConfig) -> Strategy:
+        return strategy(FaceTask(cfg), **sampling(cfg))
+
+    return build
+
+
+def _registry(*algorithms: Algorithm) -> dict[str, Algorithm]:
+    return {algorithm.name: algorithm for algorithm in algorithms}
+
+
+REDDI = "Reddi et al., Adaptive Federated Optimization, ICLR 2021"
+ALGORITHMS: dict[str, Algorithm] = _registry(
+    Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017"),
+    Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020"),
+    Algorithm("fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019"),
+    Algorithm("fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335"),
+    Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI),
+    Algorithm("fedyogi", _fedyogi, ClientAlgorithm, VISION, (FedYogiSettings,), REDDI),
+    Algorithm("fedadagrad", _fedadagrad, ClientAlgorithm, VISION, (FedAdagradSettings,), REDDI),
+    Algorithm("fedopt", _fedopt, ClientAlgorithm, VISION, (TorchOptimSettings,), REDDI),
+    Algorithm("dua", _dua, DUAClient, ("classify",), (DUASettings,), "De Lange et al., CVPR 2020"),
+    Algorithm("fedfr", _face(FedFR), FedFRClient, ("face",), (FedFRSettings,), "Liu et al., AAAI 2022"),
+    Algorithm("face-fedavg", _face(FaceFedAvg), FaceClient, ("face",), paper="McMahan et al., AISTATS 2017"),
+    Algorithm("face-finetune", _face(FaceFedAvg), FaceFineTuneClient, ("face",), paper="FedAvg + local fine-tuning"),
+    Algorithm("face-local", _face(FaceLocalOnly), FaceLocalClient, ("face",), paper="local training only"),
+)
+
+
+def algorithm(name: str) -> Algorithm:
+    """The algorithm registered as ``name``; a ConfigError on key 'strategy' names the choices."""
+    require_choice("strategy", name, ALGORITHMS)
+    return ALGORITHMS[name]
+
+
+def all_sections() -> tuple[type, ...]:
+    """Every section a run may set: :data:`RUN_SECTIONS` and every algorithm's, each once."""
+    found: dict[str, type] = {section_name(cls): cls for cls in RUN_SECTIONS}
+    for entry in ALGORITHMS.values():
+        found.update({section_name(cls): cls for cls in entry.sections})
+    return tuple(found.values())
+
+
+def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
+    """Validate every key and section, and that the chosen algorithm supports the chosen task."""
+    cfg = parse_config(run_config, all_sections())
+    require_choice("task", cfg.task, TASKS)
+    entry = algorithm(cfg.strategy)
+    if cfg.task not in entry.tasks:
+        supporting = sorted(name for name, other in ALGORITHMS.items() if cfg.task in other.tasks)
+        raise ConfigError(
+            f"run config key 'strategy' = {cfg.strategy!r} does not support task = {cfg.task!r} "
+            f"(it supports {list(entry.tasks)}); strategies for task {cfg.task!r}: {supporting}"
+        )
+    return cfg
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    """The server half of ``cfg.strategy``, built from ``cfg``; settings its constructor rejects
+    become a ConfigError naming the algorithm's sections and their values."""
+    entry = algorithm(cfg.strategy)
+    try:
+        return entry.server(cfg)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        sections = {section_name(cls): settings_dict(cfg.section(cls)) for cls in entry.sections}
+        raise ConfigError(f"run config section(s) {sections} rejected by strategy {cfg.strategy!r}: {error}") from error
+
+
+def build_client(cfg: RunConfig, context: Any) -> ClientAlgorithm:
+    """The client half of ``cfg.strategy`` for the node of Flower ``context``."""
+    return algorithm(cfg.strategy).client(context, cfg)
