@@ -16,16 +16,16 @@ loops add two references: the user's own-domain expert (an oracle that knows the
 the uniform merge of the experts (mean-IMM, no user prior).
 
 Gaze (plain loop): MPIIGaze's LeNet and the LeNet with BatchNorm after its convs
-(``gaze.batchnorm``), trained on 15 users, tested on 10 unseen users as they are, and with a per-user lighting/noise shift (brightness, contrast or
-Gaussian noise from :mod:`fedpersonal.data.corruptions`), without and with AdaBN on the unseen
-user's unlabelled samples. TENT and pseudo-labels need class probabilities: not for regression.
+(``gaze.batchnorm``), trained on 15 users, tested on 10 unseen users as they are, and with a
+per-user lighting/noise shift (brightness, contrast or Gaussian noise from
+:mod:`fedpersonal.data.corruptions`), without and with AdaBN on the unseen user's unlabelled samples.
+TENT and pseudo-labels need class probabilities: not for regression.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from fedpersonal.adaptation import AdaptSettings, adapt_model
+from fedpersonal.adaptation.dua import DUASettings
 from fedpersonal.adaptation.experts import ExpertSet, load_experts, save_experts, train_experts
 from fedpersonal.adaptation.imm import imm_merge
 from fedpersonal.config import RunConfig
@@ -48,16 +47,29 @@ from simulations.matrix import Cell, Variant, plan_cells, run_matrix
 from simulations.reporting import MATRIX_DIR, benchmark_row, invocation, write_benchmark
 from simulations.server_app import parse_run_config
 
+ROOT = Path(__file__).resolve().parents[1]
+
 USERS = 8
 CLASSIFY = {
-    "task": "classify", "strategy": "dua", "num-clients": USERS, "num-rounds": 1, "samples-per-client": 300,
-    "batch-size": 32, "dua.server-samples": 1500, "dua.generic-epochs": 12, "dua.expert-epochs": 4,
+    "task": "classify",
+    "strategy": "dua",
+    "num-clients": USERS,
+    "num-rounds": 1,
+    "samples-per-client": 300,
+    "batch-size": 32,
+    "dua.server-samples": 1500,
+    "dua.generic-epochs": 12,
+    "dua.expert-epochs": 4,
 }
 # adapt.method -> row suffix; TENT re-estimates BN statistics too (see fedpersonal/adaptation/tent.py).
 ADAPTS = {"adabn": "AdaBN", "tent": "TENT", "adabn+pseudo-label": "AdaBN + pseudo-labels"}
 # (dua.importance, dua.omega-norm) -> row name; the max-normalised variants run with AdaBN only.
-MERGES = {("mas", "none"): "DUA-MAS", ("fisher", "none"): "DUA-Fisher",
-          ("mas", "max"): "DUA-MAS (max-norm)", ("fisher", "max"): "DUA-Fisher (max-norm)"}
+MERGES = {
+    ("mas", "none"): "DUA-MAS",
+    ("fisher", "none"): "DUA-Fisher",
+    ("mas", "max"): "DUA-MAS (max-norm)",
+    ("fisher", "max"): "DUA-Fisher (max-norm)",
+}
 ACCURACY = "accuracy on shifted users (test split)"
 FAMILIES = ("generic", *MERGES.values(), "mean-IMM (uniform merge)", "own-domain expert (oracle)")
 GAZE = {"task": "gaze", "samples-per-client": 400, "batch-size": 32}
@@ -80,7 +92,10 @@ def dua_variants() -> dict[str, dict[str, Any]]:
         adapts = ADAPTS if norm == "none" else {"adabn": ADAPTS["adabn"]}
         for method in adapts:
             variants[f"dua-{importance}-{norm}-{method.replace('+', '-')}"] = {
-                "dua.importance": importance, "dua.omega-norm": norm, "adapt.method": method}
+                "dua.importance": importance,
+                "dua.omega-norm": norm,
+                "adapt.method": method,
+            }
     return variants
 
 
@@ -155,8 +170,16 @@ def trained_gaze_model(seed: int, batchnorm: bool) -> tuple[Task, RunConfig, tor
     model = task.build_model()
     train = stack([task.client_data(user).train for user in range(cfg.num_clients)])
     generator = torch.Generator().manual_seed(seed)
-    train_epochs(model, train, task.loss, sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg)), GAZE_EPOCHS, cfg.batch_size,
-                 generator, cfg.grad_clip)
+    train_epochs(
+        model,
+        train,
+        task.loss,
+        sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg)),
+        GAZE_EPOCHS,
+        cfg.batch_size,
+        generator,
+        cfg.grad_clip,
+    )
     return task, cfg, model
 
 
@@ -170,12 +193,17 @@ def gaze_seed(seed: int) -> PerUser:
         for index in range(GAZE_UNSEEN):
             data = task.unseen_user_data(index)
             corruption = GAZE_SHIFTS[index % len(GAZE_SHIFTS)]
-            users = {"natural": (data.train, data.test), "lighting/noise-shifted": shifted(data, corruption, seed, index)}
+            users = {
+                "natural": (data.train, data.test),
+                "lighting/noise-shifted": shifted(data, corruption, seed, index),
+            }
             for kind, (unlabelled, test) in users.items():
                 results.setdefault(f"{name}, {kind} users", []).append(task.evaluate(model, test)["angular-error"])
                 if batchnorm:
                     adapted = adapt_model(copy.deepcopy(model), task, task.inputs(unlabelled), adabn, torch.Generator())
-                    results.setdefault(f"{name} + AdaBN, {kind} users", []).append(task.evaluate(adapted, test)["angular-error"])
+                    results.setdefault(f"{name} + AdaBN, {kind} users", []).append(
+                        task.evaluate(adapted, test)["angular-error"]
+                    )
     return results
 
 
@@ -189,8 +217,13 @@ def rows_of(per_seed_users: dict[int, PerUser], metric: str, better: str) -> lis
     """One benchmark row per method: mean over users per seed, worst user, worst 10%."""
     names = sorted(per_seed_users[next(iter(per_seed_users))], key=family_order)
     return [
-        benchmark_row(name, metric, {s: float(np.mean(u[name])) for s, u in per_seed_users.items()}, better,
-                      {s: u[name] for s, u in per_seed_users.items()})
+        benchmark_row(
+            name,
+            metric,
+            {s: float(np.mean(u[name])) for s, u in per_seed_users.items()},
+            better,
+            {s: u[name] for s, u in per_seed_users.items()},
+        )
         for name in names
     ]
 
@@ -207,8 +240,12 @@ def per_user_table(per_seed_users: dict[int, PerUser], domains: list[str], names
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=None,
-                        help="matrix folder (default runs/benchmarks/classify_dua); finished runs there are reused")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="matrix folder (default runs/benchmarks/classify_dua); finished runs there are reused",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.monotonic()
@@ -222,19 +259,44 @@ def main() -> None:
         task, cfg, expert_set, _ = experts[seed]
         classify[seed] = {**dua_rows(runs, seed), **reference_rows(task, cfg, expert_set)}
         gaze[seed] = gaze_seed(seed)
-        print(f"seed {seed} done after {time.monotonic() - start:.0f} s: "
-              + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in {**classify[seed], **gaze[seed]}.items()), flush=True)
+        print(
+            f"seed {seed} done after {time.monotonic() - start:.0f} s: "
+            + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in {**classify[seed], **gaze[seed]}.items()),
+            flush=True,
+        )
     domains = [user_domain(experts[args.seeds[-1]][1], user).name for user in range(USERS)]
     rows = rows_of(classify, ACCURACY, "higher") + rows_of(gaze, ANGULAR, "lower")
-    table = per_user_table(classify, domains, ["generic", "generic + AdaBN", "DUA-MAS", "DUA-MAS + AdaBN",
-                                               "DUA-Fisher", "mean-IMM (uniform merge)", "own-domain expert (oracle)"])
+    table = per_user_table(
+        classify,
+        domains,
+        [
+            "generic",
+            "generic + AdaBN",
+            "DUA-MAS",
+            "DUA-MAS + AdaBN",
+            "DUA-Fisher",
+            "mean-IMM (uniform merge)",
+            "own-domain expert (oracle)",
+        ],
+    )
     write_benchmark(
         "classify_dua",
         invocation(),
-        {"classify": {**CLASSIFY, "users": USERS, "adapt": "section defaults (epochs 1, lr 1e-3, batch 64, threshold 0.9)"},
-         "gaze": {**GAZE, "epochs": GAZE_EPOCHS, "unseen_users": GAZE_UNSEEN, "shifts": list(GAZE_SHIFTS),
-                  "severity": 0.6},
-         "seconds": round(time.monotonic() - start)},
+        {
+            "classify": {
+                **CLASSIFY,
+                "users": USERS,
+                "adapt": "section defaults (epochs 1, lr 1e-3, batch 64, threshold 0.9)",
+            },
+            "gaze": {
+                **GAZE,
+                "epochs": GAZE_EPOCHS,
+                "unseen_users": GAZE_UNSEEN,
+                "shifts": list(GAZE_SHIFTS),
+                "severity": 0.6,
+            },
+            "seconds": round(time.monotonic() - start),
+        },
         rows,
         notes="Classification rows: mean over the 8 users' test splits per seed; worst client = worst user. "
         "Gaze rows: 10 unseen users; lower is better.\n\nPer user (mean over seeds):\n\n" + table,

@@ -22,18 +22,18 @@ Reported (final round; personalized metrics: mean over clients, worst client, wo
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from fedpersonal.tasks.face import FaceSettings
 from simulations.matrix import Variant, plan_cells, run_matrix
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark
 from simulations.server_app import parse_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NAME = "face_fedfr"
 RUNS = ("fedfr", "face-finetune", "face-local")
@@ -52,11 +52,22 @@ GENERIC = ("verification-accuracy", "tar@far=0.1", "tar@far=0.01", "tar@far=0.00
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
     """The run config shared by every algorithm (Flower keys)."""
     return {
-        "task": "face", "num-clients": args.clients, "num-rounds": args.rounds,
-        "lr": args.lr, "momentum": 0.9, "weight-decay": 5e-4, "batch-size": 32, "grad-clip": 0.0,
-        "test-fraction": 0.3, "heterogeneity": 1.0,
-        "face.identities-min": 8, "face.identities-max": 12, "face.images-per-identity": 15,
-        "face.first-epochs": args.first_epochs, "face.epoch-decrease": 2, "face.min-epochs": args.min_epochs,
+        "task": "face",
+        "num-clients": args.clients,
+        "num-rounds": args.rounds,
+        "lr": args.lr,
+        "momentum": 0.9,
+        "weight-decay": 5e-4,
+        "batch-size": 32,
+        "grad-clip": 0.0,
+        "test-fraction": 0.3,
+        "heterogeneity": 1.0,
+        "face.identities-min": 8,
+        "face.identities-max": 12,
+        "face.images-per-identity": 15,
+        "face.first-epochs": args.first_epochs,
+        "face.epoch-decrease": 2,
+        "face.min-epochs": args.min_epochs,
     }
 
 
@@ -120,8 +131,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-epochs", type=int, default=6)
     parser.add_argument("--min-epochs", type=int, default=2)
     parser.add_argument("--name", default=NAME, help="results file name (benchmarks/results/<name>.json/.md/.png)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="matrix folder (default runs/benchmarks/<name>); finished runs there are reused")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="matrix folder (default runs/benchmarks/<name>); finished runs there are reused",
+    )
     return parser.parse_args(argv)
 
 
@@ -150,15 +165,21 @@ def main() -> None:
     rows = []
     for (algorithm, metric), values in per_seed.items():
         clients = per_client.get((algorithm, metric))
-        rows.append(benchmark_row(
-            algorithm, metric, dict(zip(args.seeds, values)), "higher",
-            dict(zip(args.seeds, clients)) if clients else None,
-        ))
+        rows.append(
+            benchmark_row(
+                algorithm,
+                metric,
+                dict(zip(args.seeds, values)),
+                "higher",
+                dict(zip(args.seeds, clients)) if clients else None,
+            )
+        )
     plot(curves, RESULTS_DIR / f"{args.name}.png")
     public = parse_run_config(config).section(FaceSettings)
     timing = ", ".join(f"{run} {np.mean(s):.0f} s" for run, s in seconds.items()) or "all runs reused from --out"
     notes = (
-        f"Seconds per run (mean over the seeds run now, incl. server pretraining on the first run of a seed): {timing}. "
+        "Seconds per run (mean over the seeds run now, incl. server pretraining on the first run of a seed): "
+        f"{timing}. "
         f"FedFR hard negatives per client and round: {np.mean(hard_negatives):.0f} of the "
         f"{public.public_identities} x {public.public_images_per_identity} public images (cos > 0.4). "
         f"Plot: {args.name}.png."

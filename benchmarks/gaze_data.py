@@ -10,13 +10,10 @@ head pose, (c) a centrally trained LeNet (the federated model's architecture and
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.linear_model import Ridge
-
 
 from fedpersonal.config import RunConfig, parse_config
 from fedpersonal.metrics.angular import angular_error_deg
@@ -72,7 +69,9 @@ def main() -> None:
         for name, values in evaluate_seed(cfg, args.epochs).items():
             per_seed.setdefault(name, {})[seed] = float(np.mean(values))
             per_client.setdefault(name, {})[seed] = values
-            print(f"seed {seed} {name:14s} {np.mean(values):6.2f} deg (worst unseen user {max(values):.2f})", flush=True)
+            print(
+                f"seed {seed} {name:14s} {np.mean(values):6.2f} deg (worst unseen user {max(values):.2f})", flush=True
+            )
 
     rows = [
         benchmark_row(name, "unseen-user angular error (deg)", per_seed[name], "lower", per_client[name])
@@ -82,9 +81,14 @@ def main() -> None:
     write_benchmark(
         "gaze_data",
         invocation(),
-        {"train_users": defaults.num_clients, "samples_per_user": defaults.samples_per_client,
-         "unseen_users": UNSEEN_USERS, "lenet_epochs": args.epochs, "lr": defaults.lr,
-         "batch_size": defaults.batch_size},
+        {
+            "train_users": defaults.num_clients,
+            "samples_per_user": defaults.samples_per_client,
+            "unseen_users": UNSEEN_USERS,
+            "lenet_epochs": args.epochs,
+            "lr": defaults.lr,
+            "batch_size": defaults.batch_size,
+        },
         rows,
         notes="Worst client = worst unseen user. The LeNet row is the centralised reference "
         "(all training users' data pooled), an upper bound for the federated global model.",

@@ -11,24 +11,22 @@ per round, ``--rounds`` rounds; defaults below):
 Federated runs are one strategy-comparison matrix (:func:`simulations.matrix.run_matrix`, the real
 ServerApp logic and ClientApp in this process) kept under ``--out`` (default
 ``runs/benchmarks/gaze_fedopt[_grid]``): rerunning the script skips finished runs and resumes an
-interrupted one; the matrix's own report (summary.md, plots) is written there too. Metric: mean angular error of the final global model on each user's test split,
-and the mean of the worst 10% of users. The references train with the clients' optimizer for
-the same number of epochs (rounds x local epochs): centralized on the pooled training splits,
+interrupted one; the matrix's own report (summary.md, plots) is written there too. Metric: mean
+angular error of the final global model on each user's test split, and the mean of the worst 10%
+of users. The references train with the clients' optimizer for the same number of epochs
+(rounds x local epochs): centralized on the pooled training splits,
 local-only one model per user on its own split. Results: benchmarks/results/<name>.{json,md,png}.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
 
 from fedpersonal.config import RunConfig
 from fedpersonal.metrics.fairness import fairness_summary
@@ -38,6 +36,8 @@ from simulations.matrix import MatrixReport, Variant, plan_cells, run_matrix
 from simulations.matrix.plan import load_overrides
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, write_benchmark
 from simulations.server_app import parse_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FEDERATED = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 SCENARIOS = ROOT / "simulations" / "scenarios"
@@ -55,8 +55,9 @@ FINAL = "final angular error (deg), each user's test split"
 WORST10 = "final angular error (deg), mean of the worst 10% users"
 
 
-def federated_runs(args: argparse.Namespace, algorithms: dict[str, dict[str, Any]], seeds: list[int],
-                   out: Path) -> dict[str, dict[int, dict[str, Any]]]:
+def federated_runs(
+    args: argparse.Namespace, algorithms: dict[str, dict[str, Any]], seeds: list[int], out: Path
+) -> dict[str, dict[int, dict[str, Any]]]:
     """Every algorithm (label -> run-config keys) on every seed as one matrix under ``out``: per
     algorithm and seed, the global error per round (``curve``) and each user's final error (``users``)."""
     cells = plan_cells([Variant("gaze", scale_keys(args))], [Variant(k, v) for k, v in algorithms.items()], seeds)
@@ -66,7 +67,8 @@ def federated_runs(args: argparse.Namespace, algorithms: dict[str, dict[str, Any
     for result in report.results:
         values = result.metrics[METRIC]
         results.setdefault(result.cell.algorithm, {})[result.cell.seed] = {
-            "curve": [values.curve[r] for r in sorted(values.curve)], "users": list(values.clients),
+            "curve": [values.curve[r] for r in sorted(values.curve)],
+            "users": list(values.clients),
         }
     return results
 
@@ -111,8 +113,11 @@ def scale_keys(args: argparse.Namespace) -> dict[str, Any]:
 def timed(label: str, work: Any, *arguments: Any) -> dict[str, Any]:
     start = time.monotonic()
     result = work(*arguments)
-    print(f"{label}: final {result['curve'][-1]:.3f} deg, worst user {max(result['users']):.3f} "
-          f"({time.monotonic() - start:.0f} s)", flush=True)
+    print(
+        f"{label}: final {result['curve'][-1]:.3f} deg, worst user {max(result['users']):.3f} "
+        f"({time.monotonic() - start:.0f} s)",
+        flush=True,
+    )
     return result
 
 
@@ -126,8 +131,10 @@ def grid(args: argparse.Namespace) -> None:
     points = {"fedavg": ("fedavg", None)} | {
         grid_label(name, rate): (name, rate) for name, rates in GRID.items() for rate in rates
     }
-    algorithms = {label: {"strategy": name} | ({f"{name}.server-lr": rate} if rate is not None else {})
-                  for label, (name, rate) in points.items()}
+    algorithms = {
+        label: {"strategy": name} | ({f"{name}.server-lr": rate} if rate is not None else {})
+        for label, (name, rate) in points.items()
+    }
     results = federated_runs(args, algorithms, [GRID_SEED], args.out or MATRIX_DIR / "gaze_fedopt_grid")
     rows, best = [], {}
     for label, (name, rate) in points.items():
@@ -137,8 +144,13 @@ def grid(args: argparse.Namespace) -> None:
         if rate is not None and rows[-1]["mean"] < best.get(name, (None, np.inf))[1]:
             best[name] = (rate, rows[-1]["mean"])
     chosen = ", ".join(f"{name} {rate:.4g}" for name, (rate, _) in best.items())
-    write_benchmark("gaze_fedopt_grid", invocation(), {**scale_keys(args), "seed": GRID_SEED, "grid": GRID}, rows,
-                    notes=f"Seed {GRID_SEED} (not a benchmark seed). Best server-lr: {chosen}.")
+    write_benchmark(
+        "gaze_fedopt_grid",
+        invocation(),
+        {**scale_keys(args), "seed": GRID_SEED, "grid": GRID},
+        rows,
+        notes=f"Seed {GRID_SEED} (not a benchmark seed). Best server-lr: {chosen}.",
+    )
     print("best server-lr:", chosen)
 
 
@@ -169,11 +181,17 @@ def compare(args: argparse.Namespace) -> None:
         f"seed {seed}: {best['per_seed'][seed] / fedavg[FINAL]['per_seed'][seed]:.3f}" for seed in best["per_seed"]
     )
     plot(results, RESULTS_DIR / f"{args.name}.png")
-    config = {**scale_keys(args), "scenarios": scenarios,
-              "references": "client SGD for rounds x local-epochs epochs", "seeds": args.seeds,
-              "curves": {name: np.mean([r["curve"] for r in s.values()], axis=0).tolist() for name, s in results.items()}}
-    notes = (f"Best server optimizer: {best['algorithm']} at {best['ratio_to_fedavg']:.3f} x FedAvg's final "
-             f"error (target <= 0.85; per seed {paired}). Plot: {args.name}.png. {args.notes}")
+    config = {
+        **scale_keys(args),
+        "scenarios": scenarios,
+        "references": "client SGD for rounds x local-epochs epochs",
+        "seeds": args.seeds,
+        "curves": {name: np.mean([r["curve"] for r in s.values()], axis=0).tolist() for name, s in results.items()},
+    }
+    notes = (
+        f"Best server optimizer: {best['algorithm']} at {best['ratio_to_fedavg']:.3f} x FedAvg's final "
+        f"error (target <= 0.85; per seed {paired}). Plot: {args.name}.png. {args.notes}"
+    )
     write_benchmark(args.name, invocation(), config, rows, notes=notes)
     print(notes)
 
@@ -190,8 +208,11 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
         curves = np.array([r["curve"] for r in per_seed.values()])
         style = "--" if name in ("centralized", "local-only") else "-"
         axes.plot(range(curves.shape[1]), curves.mean(0), style, marker="o", markersize=3, label=name)
-    axes.set(xlabel="round (references: every local-epochs epochs)", ylabel="mean angular error (deg)",
-             title=f"Gaze, embedded data: error vs round ({len(next(iter(results.values())))} seeds)")
+    axes.set(
+        xlabel="round (references: every local-epochs epochs)",
+        ylabel="mean angular error (deg)",
+        title=f"Gaze, embedded data: error vs round ({len(next(iter(results.values())))} seeds)",
+    )
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     axes.legend()
@@ -210,14 +231,27 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=2)
     parser.add_argument("--heterogeneity", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--algorithms", nargs="+", choices=FEDERATED, default=list(FEDERATED),
-                        help="federated algorithms to compare (must include fedavg)")
-    parser.add_argument("--no-references", dest="references", action="store_false",
-                        help="skip the centralized and local-only references (compare)")
+    parser.add_argument(
+        "--algorithms",
+        nargs="+",
+        choices=FEDERATED,
+        default=list(FEDERATED),
+        help="federated algorithms to compare (must include fedavg)",
+    )
+    parser.add_argument(
+        "--no-references",
+        dest="references",
+        action="store_false",
+        help="skip the centralized and local-only references (compare)",
+    )
     parser.add_argument("--name", default="gaze_fedopt", help="results file name (compare)")
     parser.add_argument("--notes", default="", help="extra notes for the results (compare)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="matrix folder (default runs/benchmarks/<results name>); finished runs there are reused")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="matrix folder (default runs/benchmarks/<results name>); finished runs there are reused",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads run several times slower
     {"grid": grid, "compare": compare}[args.mode](args)

@@ -18,19 +18,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from statistics import median
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
+from statistics import median
 
 import torch
-
 
 from clients.base import round_generator
 from fedpersonal.config import RunConfig, parse_config
@@ -68,7 +66,9 @@ def plain_fedavg(cfg: RunConfig) -> dict:
             model.load_state_dict(global_model.state_dict())
             optimizer = sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg))
             generator = round_generator(cfg, pid, server_round)
-            train_epochs(model, client.train, task.loss, optimizer, cfg.local_epochs, cfg.batch_size, generator, cfg.grad_clip)
+            train_epochs(
+                model, client.train, task.loss, optimizer, cfg.local_epochs, cfg.batch_size, generator, cfg.grad_clip
+            )
             states.append(model.state_dict())
             weights.append(client.num_train)
         total = sum(weights)
@@ -135,7 +135,9 @@ class PeakMemory:
         self._thread.join()
 
 
-def flower_run(home: Path, clients: int, run_config: str, cpus: int, memory: bool = False) -> tuple[float, RunDirectory, int]:
+def flower_run(
+    home: Path, clients: int, run_config: str, cpus: int, memory: bool = False
+) -> tuple[float, RunDirectory, int]:
     """One `flwr run` on a fresh private SuperLink with ``cpus`` per client: (wall seconds of the
     run, its directory, peak PSS when ``memory``; sampling it costs CPU, so timing runs do not)."""
     results = home / "runs"
@@ -168,9 +170,14 @@ def summarize(name: str, results: list[dict], plain: list[dict], client_rounds: 
     walls = [r["wall_s"] for r in results]
     ratios = [r["wall_s"] / p["wall_s"] for r, p in zip(results, plain)]
     return {
-        "runner": name, "repeats": len(results), "wall_s": median(walls), "wall_range_s": [min(walls), max(walls)],
-        "ratio_to_plain": median(ratios), "ratio_range": [min(ratios), max(ratios)],
-        "steady_round_s": median(steady_round(r) for r in results), "client_rounds_per_s": client_rounds / median(walls),
+        "runner": name,
+        "repeats": len(results),
+        "wall_s": median(walls),
+        "wall_range_s": [min(walls), max(walls)],
+        "ratio_to_plain": median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+        "steady_round_s": median(steady_round(r) for r in results),
+        "client_rounds_per_s": client_rounds / median(walls),
         "final_error": results[0]["final_error"],
     }
 
@@ -187,8 +194,12 @@ def measure(rounds: int, memory_clients: list[int], scratch: Path, repeats: int 
         for cpus in (2, 1):
             wall, run_dir, _ = flower_run(scratch / f"a{cpus}-{repeat}", cfg.num_clients, f"num-rounds={rounds}", cpus)
             runs.setdefault(f"flwr run, {cpus} CPU{'s' if cpus > 1 else ''} per client", []).append(
-                {"wall_s": wall, "round_s": round_seconds(run_dir), "final_error": final_error(run_dir)})
-        print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['wall_s']:.1f} s" for k, v in runs.items()), flush=True)
+                {"wall_s": wall, "round_s": round_seconds(run_dir), "final_error": final_error(run_dir)}
+            )
+        print(
+            f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['wall_s']:.1f} s" for k, v in runs.items()),
+            flush=True,
+        )
     for name, results in runs.items():
         row = summarize(name, results, runs["plain PyTorch loop"], cfg.num_clients * rounds)
         out["default_scenario"]["runners"].append(row)
@@ -202,17 +213,22 @@ def measure(rounds: int, memory_clients: list[int], scratch: Path, repeats: int 
     out["overhead"] = {
         "per_call_ms": 1000 * per_call,
         "startup_s": short - per_call * (15 + calls_per_round),  # round-0 evaluation + one round
-        "wall_1_round_s": short, "wall_6_rounds_s": long,
+        "wall_1_round_s": short,
+        "wall_6_rounds_s": long,
     }
     print(out["overhead"], flush=True)
 
     out["memory"] = []
     for count in memory_clients:
         fraction = min(1.0, SAMPLED / count)
-        config = (f"strategy='fedper' num-rounds=3 samples-per-client=50 local-epochs=1 "
-                  f"fraction-train={fraction} fraction-evaluate={fraction}")
+        config = (
+            f"strategy='fedper' num-rounds=3 samples-per-client=50 local-epochs=1 "
+            f"fraction-train={fraction} fraction-evaluate={fraction}"
+        )
         wall, _, peak = flower_run(scratch / f"d{count}", count, config, cpus=1, memory=True)
-        out["memory"].append({"clients": count, "sampled_per_round": SAMPLED, "peak_pss_gib": peak / 2**30, "wall_s": wall})
+        out["memory"].append(
+            {"clients": count, "sampled_per_round": SAMPLED, "peak_pss_gib": peak / 2**30, "wall_s": wall}
+        )
         print(out["memory"][-1], flush=True)
     return out
 
@@ -221,7 +237,8 @@ def markdown(result: dict) -> str:
     """The README tables."""
     a, b = result["default_scenario"], result["overhead"]
     lines = [
-        f"Default gaze scenario ({a['clients']} clients, {a['rounds']} rounds, FedAvg), every runner on the same machine; "
+        f"Default gaze scenario ({a['clients']} clients, {a['rounds']} rounds, FedAvg), "
+        "every runner on the same machine; "
         f"medians of {a['runners'][0]['repeats']} repeat(s) taken in turns (range in brackets):",
         "",
         "| runner | wall | ratio to the plain loop | steady round | client-rounds/s | final global error |",
@@ -259,8 +276,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedpersonal-perf-") as scratch:
         result = measure(args.rounds, args.memory_clients, Path(scratch), args.repeats)
-    payload = {"name": "perf", "command": invocation(), "machine": machine_info(),
-               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": vars(args), "results": result}
+    payload = {
+        "name": "perf",
+        "command": invocation(),
+        "machine": machine_info(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": vars(args),
+        "results": result,
+    }
     write_json_result("perf", payload, markdown(result))
 
 

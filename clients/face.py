@@ -81,7 +81,12 @@ class FaceClient(ClientAlgorithm):
 
     def fit(self, net: nn.Module, classifier: CosineClassifier, received: nn.Module, msg: Message) -> dict[str, float]:
         """Local CosFace training of ``net`` and ``classifier``; returns the reply's metrics."""
-        loss = self.run_epochs(nn.ModuleDict({"net": net, "classifier": classifier}), self.data.train, self.cosface_step(net, classifier), msg)
+        loss = self.run_epochs(
+            nn.ModuleDict({"net": net, "classifier": classifier}),
+            self.data.train,
+            self.cosface_step(net, classifier),
+            msg,
+        )
         return {"train-loss": loss, "num-examples": self.data.num_train}
 
     def cosface_step(self, net: nn.Module, classifier: CosineClassifier):

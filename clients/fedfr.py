@@ -65,7 +65,11 @@ class FedFRClient(FaceClient):
         the first training)."""
         saved = self.saved_backbone()
         net = received if saved is None else saved
-        transform = nn.Identity() if DFC_STATE not in self.context.state else self.dfc_branch(self.classifier(received)).transform
+        transform = (
+            nn.Identity()
+            if DFC_STATE not in self.context.state
+            else self.dfc_branch(self.classifier(received)).transform
+        )
         return PersonalEmbedding(net, transform)
 
     def training_set(self, received: nn.Module, public_features: torch.Tensor, threshold: float) -> tuple[Tensors, int]:
@@ -86,7 +90,9 @@ class FedFRClient(FaceClient):
         dfc_labels = torch.cat([labels, torch.full((len(hard),), NO_POSITIVE, dtype=labels.dtype)])
         global_features = embed(received, all_images)
         saved = self.saved_backbone()
-        previous_features = global_features if saved is None else embed(saved, all_images)  # before any training: the same
+        previous_features = (
+            global_features if saved is None else embed(saved, all_images)
+        )  # before any training: the same
         tensors = (all_images, cosface_labels, dfc_labels, global_features, previous_features)
         return tensors, len(hard)
 
@@ -106,8 +112,16 @@ class FedFRClient(FaceClient):
             return (
                 cosface_loss(cosines, cosface_labels, face.cosface_scale, face.cosface_margin)
                 + settings.dfc_weight
-                * dfc_loss(dfc.cosines(features), dfc_labels, dfc.bias, settings.dfc_scale, settings.dfc_margin, settings.dfc_lambda)
-                + settings.contrastive_weight * moon_loss(features, global_features, previous_features, settings.temperature)
+                * dfc_loss(
+                    dfc.cosines(features),
+                    dfc_labels,
+                    dfc.bias,
+                    settings.dfc_scale,
+                    settings.dfc_margin,
+                    settings.dfc_lambda,
+                )
+                + settings.contrastive_weight
+                * moon_loss(features, global_features, previous_features, settings.temperature)
             )
 
         module = nn.ModuleDict({"net": net, "classifier": classifier, "dfc": dfc})

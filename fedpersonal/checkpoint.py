@@ -43,13 +43,13 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
 
 
-def save_checkpoint(run_dir: Path, server_round: int, model_state: dict[str, torch.Tensor], strategy_state: dict[str, Any]) -> None:
+def save_checkpoint(
+    run_dir: Path, server_round: int, model_state: dict[str, torch.Tensor], strategy_state: dict[str, Any]
+) -> None:
     """Write ``checkpoint.pt`` (replacing the previous one atomically)."""
     target = Path(run_dir) / CHECKPOINT
     temp = target.with_name(target.name + ".tmp")
-    torch.save(
-        {"round": server_round, "model": model_state, "strategy": strategy_state, "rng": rng_states()}, temp
-    )
+    torch.save({"round": server_round, "model": model_state, "strategy": strategy_state, "rng": rng_states()}, temp)
     temp.replace(target)
 
 
@@ -73,7 +73,8 @@ def save_client_state(run_dir: Path, partition_id: int, server_round: int, state
 def load_client_state(run_dir: Path, partition_id: int, up_to_round: int) -> RecordDict | None:
     """The client's newest saved state from a round <= ``up_to_round`` (None if there is none)."""
     candidates = [
-        path for saved_round, path in _state_files(Path(run_dir) / CLIENT_STATE_DIR, partition_id)
+        path
+        for saved_round, path in _state_files(Path(run_dir) / CLIENT_STATE_DIR, partition_id)
         if saved_round <= up_to_round
     ]
     if not candidates:

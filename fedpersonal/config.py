@@ -80,7 +80,9 @@ class RunConfig:
     results_dir: str = setting("runs", "a directory path")
     node_wait_s: float = setting(60.0, "a number > 0 (seconds to wait for all clients)", _positive)
     round_timeout_s: float = setting(3600.0, "a number > 0 (seconds a round waits for replies)", _positive)
-    min_train_replies: int = setting(1, "an integer >= 1 (fewer good replies: the round keeps the old model)", _positive)
+    min_train_replies: int = setting(
+        1, "an integer >= 1 (fewer good replies: the round keeps the old model)", _positive
+    )
     resume: str = setting("", "'' (a new run) or the path of a run directory to continue")
     sections: dict[str, Any] = field(default_factory=dict, metadata={"section": True})
 
@@ -136,8 +138,7 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
     if isinstance(value, expected) and not (expected is not bool and isinstance(value, bool)):
         return value
     raise ConfigError(
-        f"run config key '{key}' = {value!r} has type {type(value).__name__}; "
-        f"expected {expected.__name__}"
+        f"run config key '{key}' = {value!r} has type {type(value).__name__}; expected {expected.__name__}"
     )
 
 
@@ -154,9 +155,7 @@ def parse_settings(cls: type, values: Mapping[str, Any], prefix: str = "") -> An
         value = _coerce(f"{prefix}{key}", value, type(spec.default))
         rule: Rule = spec.metadata["rule"]
         if not rule.check(value):
-            raise ConfigError(
-                f"run config key '{prefix}{key}' = {value!r} is invalid; expected {rule.allowed}"
-            )
+            raise ConfigError(f"run config key '{prefix}{key}' = {value!r} is invalid; expected {rule.allowed}")
         parsed[spec.name] = value
     return cls(**parsed)
 
@@ -178,8 +177,7 @@ def parse_config(run_config: Mapping[str, Any], sections: Iterable[type] = ()) -
             grouped[name][rest] = value
         else:
             raise ConfigError(
-                f"run config key '{key}' belongs to unknown section '{name}'; "
-                f"known sections: {sorted(known)}"
+                f"run config key '{key}' belongs to unknown section '{name}'; known sections: {sorted(known)}"
             )
     cfg: RunConfig = parse_settings(RunConfig, top)
     parsed = {name: parse_settings(known[name], grouped[name], f"{name}.") for name in known}

@@ -15,4 +15,3 @@ QUIET_ENVIRONMENT = {
 def quiet_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: os.environ) plus the variables that keep Flower and Ray offline."""
     return {**(dict(os.environ) if base is None else base), **QUIET_ENVIRONMENT}
-

@@ -18,9 +18,7 @@ def stack(parts: list[Tensors]) -> Tensors:
     return tuple(torch.cat(column) for column in zip(*parts))
 
 
-def iterate_batches(
-    tensors: Tensors, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[Tensors]:
+def iterate_batches(tensors: Tensors, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensors]:
     """Yield aligned minibatches; shuffled with ``generator`` when one is given."""
     count = len(tensors[0])
     order = torch.randperm(count, generator=generator) if generator is not None else None

@@ -1,9 +1,10 @@
 """The Flower ClientApp: dispatches each message to the client half of the run's algorithm.
 
 The run config is parsed once per run and process (cached by its contents), the algorithm is
-looked up in :mod:`simulations.registry`. Around every call the app restores the client's personal state when a resumed run starts, applies the
-simulated device faults (section ``faults``) to training, persists the personal state to the run
-directory after training, and tags the reply with the Ray node that executed it (when running on Ray).
+looked up in :mod:`simulations.registry`. Around every call the app restores the client's personal
+state when a resumed run starts, applies the simulated device faults (section ``faults``) to
+training, persists the personal state to the run directory after training, and tags the reply
+with the Ray node that executed it (when running on Ray).
 """
 
 from __future__ import annotations

@@ -34,7 +34,12 @@ class InProcessGrid(Grid):
     """
 
     def __init__(
-        self, client_app: ClientApp, run_config: Mapping[str, Any], num_nodes: int, run_id: int = 1, record: bool = False
+        self,
+        client_app: ClientApp,
+        run_config: Mapping[str, Any],
+        num_nodes: int,
+        run_id: int = 1,
+        record: bool = False,
     ) -> None:
         self.client_app = client_app
         self.record = record
@@ -90,9 +95,7 @@ class InProcessGrid(Grid):
             message.metadata.message_type,
             group_id=message.metadata.group_id,
         )
-        delivered.metadata.__dict__.update(
-            {"_message_id": message.metadata.message_id, "_src_node_id": SERVER_NODE_ID}
-        )
+        delivered.metadata.__dict__.update({"_message_id": message.metadata.message_id, "_src_node_id": SERVER_NODE_ID})
         if self.record:
             self.sent.append(delivered)
         start = time.perf_counter()

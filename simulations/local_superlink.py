@@ -124,11 +124,20 @@ class PrivateSuperLink:
         log = open(self.home / "superlink.log", "wb")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [
-                "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+                "flower-superlink",
+                "--insecure",
+                "--simulation",
+                "--isolation",
+                "subprocess",
                 "--disable-runtime-dependency-installation",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--health-server-address", f"127.0.0.1:{free_port()}",
-                "--database", str(self.home / "state.db"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--health-server-address",
+                f"127.0.0.1:{free_port()}",
+                "--database",
+                str(self.home / "state.db"),
             ],
             env=self.env,
             stdout=log,
@@ -168,5 +177,7 @@ class PrivateSuperLink:
     def __enter__(self) -> PrivateSuperLink:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

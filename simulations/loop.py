@@ -127,8 +127,13 @@ class RoundLoop:
         failures = sum(1 for row in rows if "error" in row)
         summary: dict[str, Any] = {"failures": failures, "timeouts": missing, "skipped": False}
         if len(replies) - failures < self.settings.min_train_replies:
-            log(WARNING, "round %d: %d good replies < min-train-replies=%d; keeping the previous model",
-                server_round, len(replies) - failures, self.settings.min_train_replies)
+            log(
+                WARNING,
+                "round %d: %d good replies < min-train-replies=%d; keeping the previous model",
+                server_round,
+                len(replies) - failures,
+                self.settings.min_train_replies,
+            )
             summary["skipped"] = True
             return arrays, summary, rows
         new_arrays, metrics = self.strategy.aggregate_train(server_round, replies)
@@ -151,7 +156,9 @@ class RoundLoop:
             arrays, train_summary, train_rows = self.train(server_round, arrays)
             evaluation, eval_rows = self.evaluate(server_round, arrays)
             self._record(server_round, start, train_summary, evaluation, train_rows + eval_rows, num_rounds)
-            save_checkpoint(self.run_dir.path, server_round, arrays.to_torch_state_dict(), strategy_state(self.strategy))
+            save_checkpoint(
+                self.run_dir.path, server_round, arrays.to_torch_state_dict(), strategy_state(self.strategy)
+            )
         self._check_learned(num_rounds - first_round + 1)
         return arrays
 

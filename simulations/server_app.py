@@ -45,7 +45,7 @@ def wait_for_clients(grid: Grid, cfg: RunConfig) -> int:
             raise ConfigError(
                 f"run config key 'num-clients' = {cfg.num_clients} but {count} supernodes are "
                 f"connected; expected them equal (run with --federation-config "
-                f"\"num-supernodes={cfg.num_clients}\" or set --run-config \"num-clients={count}\")"
+                f'"num-supernodes={cfg.num_clients}" or set --run-config "num-clients={count}")'
             )
         if count == cfg.num_clients:
             return count
@@ -104,7 +104,9 @@ def resume_from(cfg: RunConfig, strategy: Strategy) -> tuple[RunDirectory, Array
         raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: no run directory with a config.json there")
     saved = run_dir.read_json("config.json")["config"]
     current = cfg.to_dict()
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
+    )
     if changed:
         raise ConfigError(
             f"run config key 'resume' = {cfg.resume!r}: the run was started with different values for {changed}; "
@@ -132,7 +134,16 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
         run_dir, arrays, done = resume_from(cfg, strategy)
     else:
         (run_dir, arrays), done = start_fresh(cfg, task), 0
-    log(INFO, "fedpersonal: %s/%s, %d clients, rounds %d..%d -> %s", cfg.task, cfg.strategy, cfg.num_clients, done + 1, cfg.num_rounds, run_dir.path)
+    log(
+        INFO,
+        "fedpersonal: %s/%s, %d clients, rounds %d..%d -> %s",
+        cfg.task,
+        cfg.strategy,
+        cfg.num_clients,
+        done + 1,
+        cfg.num_rounds,
+        run_dir.path,
+    )
 
     settings = LoopSettings(
         task.metric, task.better, cfg.round_timeout_s, cfg.min_train_replies, resume_round=done,

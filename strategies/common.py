@@ -15,7 +15,7 @@ def weighted_mean_metrics(records: list[RecordDict], weight_key: str) -> MetricR
     for key, value in records[0].metric_records["metrics"].items():
         if key in IDENTITY_KEYS or not isinstance(value, (int, float)):
             continue
-        merged[key] = sum(
-            w * float(rec.metric_records["metrics"][key]) for w, rec in zip(weights, records)
-        ) / max(total, 1e-12)
+        merged[key] = sum(w * float(rec.metric_records["metrics"][key]) for w, rec in zip(weights, records)) / max(
+            total, 1e-12
+        )
     return MetricRecord(merged)

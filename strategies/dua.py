@@ -6,9 +6,10 @@ data, one fine-tuned expert per domain of the task). Rounds:
 
 * train (round 1; later rounds only for nodes that have no merged model yet): every sampled node
   receives all experts (one ArrayRecord, keys ``"<k>/<name>"``) and replies with Omega_k of each
-  expert on its unlabelled data (parameter-shaped arrays, same keys, no head) and ``num-examples``. :meth:`DUA.aggregate_train` merges one model per node
-  by mode-IMM (:func:`fedpersonal.adaptation.imm.imm_merge`) and keeps it for that node alone; the
-  run's "global" model is the generic model.
+  expert on its unlabelled data (parameter-shaped arrays, same keys, no head) and ``num-examples``.
+  :meth:`DUA.aggregate_train` merges one model per node by mode-IMM
+  (:func:`fedpersonal.adaptation.imm.imm_merge`) and keeps it for that node alone; the run's
+  "global" model is the generic model.
 * evaluate: each node receives its own merged model (the generic model before it has one, e.g.
   in round 0); the client's ``adapt`` section (AdaBN, TENT, ...) adds the local adaptation step.
 """

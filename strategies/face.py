@@ -64,7 +64,9 @@ class FaceLocalOnly(FaceFedAvg):
         self.current = arrays
         return super().configure_train(server_round, arrays, config, grid)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The unchanged global arrays and the clients' aggregated train metrics."""
         _, metrics = super().aggregate_train(server_round, replies)
         return self.current, metrics

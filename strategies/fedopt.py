@@ -93,9 +93,7 @@ class PseudoGradientFedAvg(FedAvg):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         updated = {
-            key: self.weights[key].detach().clone()
-            if key in self.weights
-            else torch.round(value).to(self.dtypes[key])
+            key: self.weights[key].detach().clone() if key in self.weights else torch.round(value).to(self.dtypes[key])
             for key, value in averaged.items()
         }
         return ArrayRecord(updated), metrics

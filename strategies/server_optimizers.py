@@ -25,6 +25,7 @@ import torch
 
 from fedpersonal.config import setting
 
+
 def _second_moment_adam(v: torch.Tensor, sq: torch.Tensor, beta2: float) -> None:
     v.mul_(beta2).add_(sq, alpha=1 - beta2)
 
@@ -73,8 +74,15 @@ class ReddiAdaptive(torch.optim.Optimizer):
             raise ValueError(f"unknown second-moment rule {rule!r}; choose one of {sorted(SECOND_MOMENT_RULES)}")
         if bias_correction not in BIAS_CORRECTIONS:
             raise ValueError(f"unknown bias correction {bias_correction!r}; choose one of {list(BIAS_CORRECTIONS)}")
-        defaults = {"rule": rule, "lr": lr, "beta1": beta1, "beta2": beta2, "tau": tau,
-                    "initial_v": initial_v, "bias_correction": bias_correction}
+        defaults = {
+            "rule": rule,
+            "lr": lr,
+            "beta1": beta1,
+            "beta2": beta2,
+            "tau": tau,
+            "initial_v": initial_v,
+            "bias_correction": bias_correction,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()

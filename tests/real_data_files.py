@@ -60,7 +60,10 @@ def write_mpiigaze(root: Path, participants: int = 3, days: int = 2, per_day: in
         for d in range(1, days + 1):
             eyes, names = {}, [f"{k + 1:04d}.jpg" for k in range(per_day)]
             for side_index, side in enumerate(("left", "right")):
-                angles = [(0.1 * p + 0.01 * k, 0.2 + 0.03 * d + 0.02 * side_index, 0.05 * k, -0.1 + 0.02 * p) for k in range(per_day)]
+                angles = [
+                    (0.1 * p + 0.01 * k, 0.2 + 0.03 * d + 0.02 * side_index, 0.05 * k, -0.1 + 0.02 * p)
+                    for k in range(per_day)
+                ]
                 labels[(p, d, side)] = angles
                 eyes[side] = {
                     "image": np.stack([eye_image(100 * p + 10 * d + k) for k in range(per_day)]),
@@ -142,7 +145,12 @@ def write_cifar10(root: Path, per_batch: int = 20) -> Path:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for index, name in enumerate(names):
         (folder / name).write_bytes(pickle.dumps(cifar_batch(per_batch, index * per_batch), protocol=2))
-    meta = {b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]}
+    meta = {
+        b"label_names": [
+            n.encode()
+            for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+        ]
+    }
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return folder
 

@@ -89,7 +89,9 @@ def test_fisher_omega_matches_hand_computation_with_the_same_sampled_labels():
             grad += np.outer(w2.T @ (p - np.eye(3)[y]), x) / len(batch)
         expected += grad**2 / 2
 
-    omega = fisher_importance(model, plain_forward, (torch.tensor(X, dtype=torch.float32),), 2, torch.Generator().manual_seed(5))
+    omega = fisher_importance(
+        model, plain_forward, (torch.tensor(X, dtype=torch.float32),), 2, torch.Generator().manual_seed(5)
+    )
     assert set(omega) == {"body.weight", "body.bias"}
     np.testing.assert_allclose(omega["body.weight"].numpy(), expected, rtol=1e-4, atol=1e-7)
 
@@ -146,7 +148,9 @@ def test_adabn_changes_only_bn_running_statistics():
 
 
 def bn_affine_names(model):
-    return {f"{name}.{p}" for name, m in model.named_modules() if m in batchnorm_layers(model) for p in ("weight", "bias")}
+    return {
+        f"{name}.{p}" for name, m in model.named_modules() if m in batchnorm_layers(model) for p in ("weight", "bias")
+    }
 
 
 def test_tent_changes_only_bn_affine_parameters_and_lowers_entropy():
@@ -195,7 +199,13 @@ def test_adapt_settings_pipelines_and_task_checks():
     check_applies(AdaptSettings(method="adabn"), get_task("gaze"))
     unlabelled = (torch.randint(0, 255, (8, 1, 36, 60), dtype=torch.uint8), torch.zeros(8, 2))
     with pytest.raises(ValueError, match="AdaBN adapts BatchNorm layers, but the model"):
-        adapt_model(get_task("gaze").build_model(), get_task("gaze"), unlabelled, AdaptSettings(method="adabn"), torch.Generator())
+        adapt_model(
+            get_task("gaze").build_model(),
+            get_task("gaze"),
+            unlabelled,
+            AdaptSettings(method="adabn"),
+            torch.Generator(),
+        )
     # The gaze LeNet has BatchNorm on request, and then AdaBN applies to the regression.
     gaze = get_task("gaze", parse_config({"gaze.batchnorm": True}, [GazeSettings]))
     model = gaze.build_model()

@@ -43,8 +43,9 @@ def test_users_domains_transprior_and_catprior():
     server = server_data(cfg, user_domain(cfg, 0), 80)
     assert len(server[0]) >= 80 and not any(torch.equal(server[0][0], image) for image in user.train[0])
 
-    cfg = parse_run_config({"task": "classify", "samples-per-client": 50, "classify.user-shift": "category",
-                            "classify.category-groups": 5})
+    cfg = parse_run_config(
+        {"task": "classify", "samples-per-client": 50, "classify.user-shift": "category", "classify.category-groups": 5}
+    )
     for partition in range(6):
         labels = get_task("classify", cfg).client_data(partition).train[1]
         group = partition % 5
@@ -70,10 +71,19 @@ def test_fedavg_with_tent_reports_personalized_accuracy_that_learns(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_dir, _ = run_inprocess({
-            "task": "classify", "num-clients": 3, "num-rounds": 3, "samples-per-client": 200, "lr": 0.1,
-            "batch-size": 32, "classify.user-shift": "none", "adapt.method": "tent", "results-dir": str(tmp_path),
-        })
+        run_dir, _ = run_inprocess(
+            {
+                "task": "classify",
+                "num-clients": 3,
+                "num-rounds": 3,
+                "samples-per-client": 200,
+                "lr": 0.1,
+                "batch-size": 32,
+                "classify.user-shift": "none",
+                "adapt.method": "tent",
+                "results-dir": str(tmp_path),
+            }
+        )
     finally:
         torch.set_num_threads(threads)
     rounds = run_dir.read_rows("rounds.jsonl")

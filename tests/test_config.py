@@ -1,7 +1,7 @@
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fedpersonal.config import ConfigError, RunConfig, config_keys, parse_config
 from fedpersonal.tasks import get_task
@@ -68,7 +68,10 @@ def test_unknown_strategy_and_task_name_the_choices():
         build_strategy(parse_config({"strategy": "fedbogus"}))
     with pytest.raises(ConfigError, match=r"'task' = 'speech' is unknown; choose one of \["):
         get_task("speech")
-    with pytest.raises(ConfigError, match=r"'dataset' = 'imagenet' is unknown; choose one of \['mpiifacegaze', 'mpiigaze', 'synthetic'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'dataset' = 'imagenet' is unknown; choose one of \['mpiifacegaze', 'mpiigaze', 'synthetic'\]",
+    ):
         get_task("gaze", parse_config({"dataset": "imagenet"})).client_data(0)
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_data_files import private_cache, write_cifar10, write_femnist, write_mpiifacegaze, write_mpiigaze  # noqa: F401
 
 from fedpersonal.data import cache
 from fedpersonal.data.__main__ import main as data_cli
 from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.errors import DataError
 from fedpersonal.data.real import forget_loaded
-from real_data_files import private_cache, write_cifar10, write_femnist, write_mpiifacegaze, write_mpiigaze  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,23 @@ def test_cache_decodes_once_memory_maps_and_invalidates_on_change(tmp_path):
 def test_stats_prints_sizes_and_histograms_and_saves_a_plot(tmp_path, capsys):
     write_cifar10(tmp_path, per_batch=40)
     plot = tmp_path / "plot.png"
-    status = data_cli(["stats", "--dataset", "cifar10", "--path", str(tmp_path), "--partition", "pathological",
-                       "--classes-per-client", "2", "--num-clients", "4", "--plot", str(plot)])
+    status = data_cli(
+        [
+            "stats",
+            "--dataset",
+            "cifar10",
+            "--path",
+            str(tmp_path),
+            "--partition",
+            "pathological",
+            "--classes-per-client",
+            "2",
+            "--num-clients",
+            "4",
+            "--plot",
+            str(plot),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0 and plot.stat().st_size > 1000
     assert "dataset cifar10" in out and "200 samples; partition pathological, 4 clients" in out
@@ -56,15 +71,32 @@ def test_stats_plot_goes_to_the_results_directory_never_the_working_directory(tm
     write_femnist(tmp_path / "femnist")
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    assert data_cli(["stats", "--dataset", "femnist", "--path", str(tmp_path / "femnist"),
-                     "--results-dir", str(tmp_path / "results")]) == 0
+    assert (
+        data_cli(
+            [
+                "stats",
+                "--dataset",
+                "femnist",
+                "--path",
+                str(tmp_path / "femnist"),
+                "--results-dir",
+                str(tmp_path / "results"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "results" / "data-stats" / "partition-femnist-natural.png").stat().st_size > 1000
     assert not any((tmp_path / "cwd").iterdir())
 
 
 def test_stats_natural_clients_default_to_every_writer(tmp_path, capsys):
     write_femnist(tmp_path / "femnist")
-    assert data_cli(["stats", "--dataset", "femnist", "--path", str(tmp_path / "femnist"), "--plot", str(tmp_path / "p.png")]) == 0
+    assert (
+        data_cli(
+            ["stats", "--dataset", "femnist", "--path", str(tmp_path / "femnist"), "--plot", str(tmp_path / "p.png")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "partition natural, 3 clients" in out and "f_c" in out
 
@@ -75,7 +107,10 @@ def test_stats_natural_clients_default_to_every_writer(tmp_path, capsys):
         (["--dataset", "imagenet"], "'dataset' = 'imagenet' is unknown"),
         (["--dataset", "cifar10", "--path", "/no/such/dir"], "'data-path' = '/no/such/dir' does not exist"),
         (["--dataset", "digits", "--partition", "dirichlet", "--alpha", "0"], "'partition.alpha' = 0.0 is invalid"),
-        (["--dataset", "digits", "--partition", "iid", "--num-clients", "5000"], "'num-clients' = 5000 but dataset 'digits' has 1797 samples"),
+        (
+            ["--dataset", "digits", "--partition", "iid", "--num-clients", "5000"],
+            "'num-clients' = 5000 but dataset 'digits' has 1797 samples",
+        ),
         (["--dataset", "digits", "--partition", "natural"], "'natural' needs per-sample users"),
     ],
 )
@@ -87,7 +122,10 @@ def test_stats_bad_input_exits_non_zero_with_the_reason(args, message, capsys):
 def test_stats_command_line_exit_status(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "fedpersonal.data", "stats", "--dataset", "cifar10", "--path", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, env={"FEDPERSONAL_CACHE_DIR": str(tmp_path / "c"), "PATH": ""},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"FEDPERSONAL_CACHE_DIR": str(tmp_path / "c"), "PATH": ""},
     )
     assert result.returncode == 2 and "missing file" in result.stderr and "data_batch_1" in result.stderr
 
@@ -132,8 +170,16 @@ def test_a_run_on_mpiigaze_trains_and_bad_data_stops_it_before_training(tmp_path
     from simulations.inprocess import run_inprocess
 
     write_mpiigaze(tmp_path / "mpii", participants=2, days=2, per_day=6)
-    config = {"dataset": "mpiigaze", "data-path": str(tmp_path / "mpii"), "num-clients": 2, "num-rounds": 1,
-              "batch-size": 8, "local-epochs": 1, "results-dir": str(tmp_path / "runs"), "node-wait-s": 1.0}
+    config = {
+        "dataset": "mpiigaze",
+        "data-path": str(tmp_path / "mpii"),
+        "num-clients": 2,
+        "num-rounds": 1,
+        "batch-size": 8,
+        "local-epochs": 1,
+        "results-dir": str(tmp_path / "runs"),
+        "node-wait-s": 1.0,
+    }
     run_dir, _ = run_inprocess(config)
     rows = run_dir.read_rows("clients.jsonl")
     assert [row["num-examples"] for row in rows if row["phase"] == "train"] == [19, 19]
@@ -152,10 +198,24 @@ def test_classify_on_partitioned_cifar10_and_femnist_writers(tmp_path):
     from simulations.inprocess import run_inprocess
 
     write_cifar10(tmp_path / "cifar", per_batch=24)
-    common = {"task": "classify", "classify.user-shift": "none", "num-rounds": 1, "batch-size": 16,
-              "local-epochs": 1, "results-dir": str(tmp_path / "runs"), "node-wait-s": 1.0}
-    cifar = {**common, "dataset": "cifar10", "data-path": str(tmp_path / "cifar"), "num-clients": 3,
-             "partition.name": "dirichlet", "partition.alpha": 0.5, "partition.min-size": 5}
+    common = {
+        "task": "classify",
+        "classify.user-shift": "none",
+        "num-rounds": 1,
+        "batch-size": 16,
+        "local-epochs": 1,
+        "results-dir": str(tmp_path / "runs"),
+        "node-wait-s": 1.0,
+    }
+    cifar = {
+        **common,
+        "dataset": "cifar10",
+        "data-path": str(tmp_path / "cifar"),
+        "num-clients": 3,
+        "partition.name": "dirichlet",
+        "partition.alpha": 0.5,
+        "partition.min-size": 5,
+    }
     run_dir, grid = run_inprocess(cifar, record=True)
     rows = run_dir.read_rows("clients.jsonl")
     train = [row["num-examples"] for row in rows if row["phase"] == "train"]
@@ -168,11 +228,16 @@ def test_classify_on_partitioned_cifar10_and_femnist_writers(tmp_path):
     from fedpersonal.tasks import TASK_SECTIONS, get_task
 
     write_femnist(tmp_path / "femnist")
-    femnist = parse_config({**common, "dataset": "femnist", "data-path": str(tmp_path / "femnist"), "num-clients": 3}, TASK_SECTIONS)
+    femnist = parse_config(
+        {**common, "dataset": "femnist", "data-path": str(tmp_path / "femnist"), "num-clients": 3}, TASK_SECTIONS
+    )
     task = get_task("classify", femnist)
     task.prepare_data()
     writers = [task.client_data(client) for client in range(3)]
     assert [data.num_train for data in writers] == [2, 3, 4]  # writers of 3, 4 and 5 samples
-    assert writers[2].train[0].shape[1:] == (1, 28, 28) and task.build_model()(writers[2].train[0].float()).shape == (4, 62)
+    assert writers[2].train[0].shape[1:] == (1, 28, 28) and task.build_model()(writers[2].train[0].float()).shape == (
+        4,
+        62,
+    )
     with pytest.raises(ConfigError, match=r"'classify.user-shift' = 'corruption' is invalid with dataset 'cifar10'"):
         run_inprocess({**cifar, "classify.user-shift": "corruption"})

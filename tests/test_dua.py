@@ -10,14 +10,21 @@ from fedpersonal.adaptation.imm import imm_merge
 from fedpersonal.config import ConfigError
 from fedpersonal.tasks import get_task
 from simulations.inprocess import run_inprocess
-from simulations.server_app import parse_run_config
 from simulations.registry import build_strategy
+from simulations.server_app import parse_run_config
 
 # 45 samples: 36 train and 9 test, sizes no parameter of the CNN has.
 TINY = {
-    "task": "classify", "strategy": "dua", "num-clients": 3, "num-rounds": 2, "samples-per-client": 45,
-    "classify.corruptions": "gaussian-noise,contrast", "dua.server-samples": 40, "dua.generic-epochs": 1,
-    "dua.expert-epochs": 1, "adapt.method": "adabn",
+    "task": "classify",
+    "strategy": "dua",
+    "num-clients": 3,
+    "num-rounds": 2,
+    "samples-per-client": 45,
+    "classify.corruptions": "gaussian-noise,contrast",
+    "dua.server-samples": 40,
+    "dua.generic-epochs": 1,
+    "dua.expert-epochs": 1,
+    "adapt.method": "adabn",
 }
 
 
@@ -39,7 +46,9 @@ def test_omega_replies_carry_no_data_shaped_array_and_no_label(dua_run):
     _, grid = dua_run
     cfg = parse_run_config(TINY)
     task = get_task("classify", cfg)
-    body_shapes = {name: tuple(p.shape) for name, p in task.build_model().named_parameters() if not name.startswith("head.")}
+    body_shapes = {
+        name: tuple(p.shape) for name, p in task.build_model().named_parameters() if not name.startswith("head.")
+    }
     data = task.client_data(0)
     data_shapes = {tuple(t.shape) for t in (*data.train, *data.test)}
     sizes = {data.num_train, data.num_test}
@@ -63,7 +72,11 @@ def test_each_node_gets_the_imm_merge_of_its_own_omegas(dua_run):
     train_messages = by_type(grid.sent, "train")
     experts = unpack_states(train_messages[0].content.array_records["arrays"])
     assert len(experts) == 2
-    omega_of = {r.metadata.src_node_id: unpack_states(r.content.array_records["arrays"]) for r in grid.replies if r.content.array_records}
+    omega_of = {
+        r.metadata.src_node_id: unpack_states(r.content.array_records["arrays"])
+        for r in grid.replies
+        if r.content.array_records
+    }
     evaluations = by_type(grid.sent, "evaluate")
     round0 = [m for m in evaluations if m.content.config_records["config"]["server-round"] == 0]
     generic = round0[0].content.array_records["arrays"].to_torch_state_dict()
@@ -92,22 +105,31 @@ def test_dua_config_errors_name_the_key():
     from fedpersonal.adaptation.dua import experts_for
     from fedpersonal.config import parse_config
 
-    with pytest.raises(ConfigError, match=r"'strategy' = 'dua' does not support task = 'gaze' \(it supports \['classify'\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"'strategy' = 'dua' does not support task = 'gaze' \(it supports \['classify'\]\)"
+    ):
         parse_run_config({"strategy": "dua"})
     with pytest.raises(ConfigError, match="task 'gaze' does not provide; expected task 'classify'"):
         experts_for(parse_config({"strategy": "dua"}, [DUASettings]))
     with pytest.raises(ConfigError, match="'dua.importance' = 'fisher' needs class probabilities"):
         experts_for(parse_config({"strategy": "dua", "dua.importance": "fisher"}, [DUASettings]))
     with pytest.raises(ConfigError, match=r"'dua.experts-path' = '/nonexistent/experts.pt'"):
-        build_strategy(parse_run_config({"task": "classify", "strategy": "dua", "dua.experts-path": "/nonexistent/experts.pt"}))
+        build_strategy(
+            parse_run_config({"task": "classify", "strategy": "dua", "dua.experts-path": "/nonexistent/experts.pt"})
+        )
 
 
 def test_the_dua_scenario_is_a_valid_run_config():
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     from flwr.common.config import flatten_dict
 
     scenario = Path(__file__).resolve().parents[1] / "simulations" / "scenarios" / "classify_dua.toml"
     cfg = parse_run_config(flatten_dict(tomllib.loads(scenario.read_text())))
-    assert (cfg.task, cfg.strategy, cfg.section(AdaptSettings).method, cfg.section(DUASettings).importance) == ("classify", "dua", "adabn", "mas")
+    assert (cfg.task, cfg.strategy, cfg.section(AdaptSettings).method, cfg.section(DUASettings).importance) == (
+        "classify",
+        "dua",
+        "adabn",
+        "mas",
+    )

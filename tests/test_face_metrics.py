@@ -65,13 +65,15 @@ def test_best_threshold_and_ten_fold_accuracy():
 def test_open_set_identification_by_hand():
     gallery = np.eye(3)[:2]  # identities 7 -> e1, 8 -> e2
     gallery_ids = np.array([7, 8])
-    probes = np.array([
-        [1.0, 0.1, 0.0],  # id 7, correct, cos ~0.995
-        [0.2, 1.0, 0.0],  # id 8, correct, cos ~0.981
-        [1.0, 0.5, 0.0],  # id 8 but matches 7: wrong at rank 1
-        [0.6, 0.0, 0.8],  # id 9 (not enrolled): rank-1 score 0.6
-        [0.0, 0.3, 0.954],  # id 9: rank-1 score ~0.3
-    ])
+    probes = np.array(
+        [
+            [1.0, 0.1, 0.0],  # id 7, correct, cos ~0.995
+            [0.2, 1.0, 0.0],  # id 8, correct, cos ~0.981
+            [1.0, 0.5, 0.0],  # id 8 but matches 7: wrong at rank 1
+            [0.6, 0.0, 0.8],  # id 9 (not enrolled): rank-1 score 0.6
+            [0.0, 0.3, 0.954],  # id 9: rank-1 score ~0.3
+        ]
+    )
     probe_ids = np.array([7, 8, 8, 9, 9])
     mated, correct, nonmated = fm.open_set_scores(gallery, gallery_ids, probes, probe_ids)
     assert list(correct) == [True, True, False]

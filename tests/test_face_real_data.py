@@ -14,10 +14,20 @@ from tests.real_data_files import private_cache, write_imagefolder, write_lfw  #
 
 # 6 identities x 8 images: 2 clients x 2 identities, the 2 left over are the server's public set.
 FACE = {
-    "task": "face", "strategy": "face-fedavg", "dataset": "imagefolder", "num-clients": 2, "num-rounds": 1,
-    "batch-size": 8, "test-fraction": 0.5, "partition.users-per-client": 2,
-    "face.identities-min": 2, "face.identities-max": 2, "face.images-per-identity": 8,
-    "face.pretrain-epochs": 1, "face.first-epochs": 1, "face.min-epochs": 1,
+    "task": "face",
+    "strategy": "face-fedavg",
+    "dataset": "imagefolder",
+    "num-clients": 2,
+    "num-rounds": 1,
+    "batch-size": 8,
+    "test-fraction": 0.5,
+    "partition.users-per-client": 2,
+    "face.identities-min": 2,
+    "face.identities-max": 2,
+    "face.images-per-identity": 8,
+    "face.pretrain-epochs": 1,
+    "face.first-epochs": 1,
+    "face.min-epochs": 1,
 }
 
 
@@ -25,7 +35,12 @@ FACE = {
 def trees(tmp_path):
     write_imagefolder(tmp_path / "casia", classes=6, per_class=8)
     write_lfw(tmp_path / "lfw")
-    return {**FACE, "data-path": str(tmp_path / "casia"), "face.lfw-path": str(tmp_path / "lfw"), "results-dir": str(tmp_path / "runs")}
+    return {
+        **FACE,
+        "data-path": str(tmp_path / "casia"),
+        "face.lfw-path": str(tmp_path / "lfw"),
+        "results-dir": str(tmp_path / "runs"),
+    }
 
 
 def test_clients_public_and_lfw_come_from_the_files(trees):

@@ -60,8 +60,14 @@ def test_face_task_splits_identities_into_train_and_test():
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"face.identities-min": 8, "face.identities-max": 4}, r"'face.identities-max' = 4 is invalid; expected >= face.identities-min = 8"),
-        ({"face.images-per-identity": 5, "test-fraction": 0.2}, r"'face.images-per-identity' = 5 and 'test-fraction' = 0.2 give 1 test image"),
+        (
+            {"face.identities-min": 8, "face.identities-max": 4},
+            r"'face.identities-max' = 4 is invalid; expected >= face.identities-min = 8",
+        ),
+        (
+            {"face.images-per-identity": 5, "test-fraction": 0.2},
+            r"'face.images-per-identity' = 5 and 'test-fraction' = 0.2 give 1 test image",
+        ),
         ({"face.image-size": 8}, r"'face.image-size' = 8 is invalid; expected an integer in \[16, 128\]"),
     ],
 )

@@ -14,11 +14,26 @@ from simulations.server_app import parse_run_config
 # Small but long enough that local training matters: 4 clients x 5 identities x 20 images, with
 # strongly different cameras (heterogeneity 2).
 FACE = {
-    "task": "face", "num-clients": 4, "heterogeneity": 2.0, "num-rounds": 2, "lr": 0.02, "weight-decay": 5e-4, "batch-size": 16,
-    "grad-clip": 0.0, "test-fraction": 0.3, "face.identities-min": 5, "face.identities-max": 5,
-    "face.images-per-identity": 20, "face.public-identities": 20, "face.public-images-per-identity": 3,
-    "face.unseen-identities": 20, "face.unseen-images-per-identity": 3, "face.pretrain-epochs": 4,
-    "face.first-epochs": 10, "face.epoch-decrease": 8, "face.min-epochs": 2,  # 10 epochs, then 2
+    "task": "face",
+    "num-clients": 4,
+    "heterogeneity": 2.0,
+    "num-rounds": 2,
+    "lr": 0.02,
+    "weight-decay": 5e-4,
+    "batch-size": 16,
+    "grad-clip": 0.0,
+    "test-fraction": 0.3,
+    "face.identities-min": 5,
+    "face.identities-max": 5,
+    "face.images-per-identity": 20,
+    "face.public-identities": 20,
+    "face.public-images-per-identity": 3,
+    "face.unseen-identities": 20,
+    "face.unseen-images-per-identity": 3,
+    "face.pretrain-epochs": 4,
+    "face.first-epochs": 10,
+    "face.epoch-decrease": 8,
+    "face.min-epochs": 2,  # 10 epochs, then 2
 }
 BACKBONE_KEYS = set(FaceEmbeddingNet().state_dict())
 
@@ -33,7 +48,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def fedfr_run(tmp_path_factory):
-    return run_inprocess({**FACE, "strategy": "fedfr", "results-dir": str(tmp_path_factory.mktemp("runs"))}, record=True)
+    return run_inprocess(
+        {**FACE, "strategy": "fedfr", "results-dir": str(tmp_path_factory.mktemp("runs"))}, record=True
+    )
 
 
 def train_replies(grid):
@@ -131,21 +148,27 @@ def test_fedavg_baseline_sends_backbones_and_evaluates_the_global_model(tmp_path
 
 
 def test_face_algorithms_and_the_face_task_go_together():
-    with pytest.raises(ConfigError, match=r"'strategy' = 'fedfr' does not support task = 'gaze' \(it supports \['face'\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"'strategy' = 'fedfr' does not support task = 'gaze' \(it supports \['face'\]\)"
+    ):
         run_inprocess({"strategy": "fedfr", "num-clients": 2})
-    with pytest.raises(ConfigError, match=r"'strategy' = 'fedavg' does not support task = 'face'.*for task 'face': \['face-fedavg'"):
+    with pytest.raises(
+        ConfigError, match=r"'strategy' = 'fedavg' does not support task = 'face'.*for task 'face': \['face-fedavg'"
+    ):
         run_inprocess({**FACE, "strategy": "fedavg"})
 
 
 def test_the_face_scenario_is_the_benchmark_config():
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     from flwr.common.config import flatten_dict
 
     from benchmarks.face_fedfr import parse_args, scenario
 
     root = Path(__file__).resolve().parents[1]
-    declared = parse_run_config(flatten_dict(tomllib.loads((root / "simulations/scenarios/face_fedfr.toml").read_text())))
+    declared = parse_run_config(
+        flatten_dict(tomllib.loads((root / "simulations/scenarios/face_fedfr.toml").read_text()))
+    )
     benchmark = parse_run_config({**scenario(parse_args([])), "strategy": "fedfr"})
     assert declared == benchmark

@@ -92,11 +92,13 @@ def heavy_ball(eta: float, beta: float, nesterov: bool = False):
 CASES = {
     "fedadam": ({"server-lr": 0.1}, reddi("adam", 0.1, 0.9, 0.99, 1e-3)),
     "fedadam-adam-bias-correction": (
-        {"server-lr": 0.1, "bias-correction": "adam"}, reddi("adam", 0.1, 0.9, 0.99, 1e-3, bias_correction=True)
+        {"server-lr": 0.1, "bias-correction": "adam"},
+        reddi("adam", 0.1, 0.9, 0.99, 1e-3, bias_correction=True),
     ),
     # Flower's convention: t = server_round + 1, so round 1 corrects with t = 2.
     "fedadam-flower-bias-correction": (
-        {"server-lr": 0.1, "bias-correction": "flower"}, reddi("adam", 0.1, 0.9, 0.99, 1e-3, True, t0=2)
+        {"server-lr": 0.1, "bias-correction": "flower"},
+        reddi("adam", 0.1, 0.9, 0.99, 1e-3, True, t0=2),
     ),
     "fedyogi": ({"server-lr": 0.1, "beta2": 0.9, "tau": 0.01}, reddi("yogi", 0.1, 0.9, 0.9, 0.01)),
     "fedadagrad": ({"server-lr": 0.1}, reddi("adagrad", 0.1, 0.0, 0.0, 1e-3)),
@@ -121,7 +123,11 @@ def test_first_fedadam_step_by_hand(grid):
 
 FLOWER = {
     # name, our section, Flower's strategy, round offset given to Flower
-    "fedadam": ({"server-lr": 0.1, "bias-correction": "flower"}, lambda: flower.FedAdam(eta=0.1, min_available_nodes=2), 0),
+    "fedadam": (
+        {"server-lr": 0.1, "bias-correction": "flower"},
+        lambda: flower.FedAdam(eta=0.1, min_available_nodes=2),
+        0,
+    ),
     "fedyogi": ({"server-lr": 0.1}, lambda: flower.FedYogi(eta=0.1, min_available_nodes=2), 0),
     "fedadagrad": ({"server-lr": 0.1}, lambda: flower.FedAdagrad(eta=0.1, min_available_nodes=2), 0),
     "fedavgm": (
@@ -196,7 +202,9 @@ def test_any_torch_optimizer_by_name(grid):
     plain_sgd = ours("fedopt", **{"optimizer": "SGD", "server-lr": 1.0, "options": "{}"})
     fedavg = np.array(X0) + np.cumsum(deltas(), axis=0)  # SGD with eta = 1 is FedAvg
     np.testing.assert_allclose(run_rounds(plain_sgd, grid), fedavg, rtol=1e-6)
-    nesterov = ours("fedopt", **{"optimizer": "SGD", "server-lr": 0.5, "options": '{"momentum": 0.9, "nesterov": true}'})
+    nesterov = ours(
+        "fedopt", **{"optimizer": "SGD", "server-lr": 0.5, "options": '{"momentum": 0.9, "nesterov": true}'}
+    )
     np.testing.assert_allclose(run_rounds(nesterov, grid), heavy_ball(0.5, 0.9, True), rtol=1e-5)
     adam = ours("fedopt", **{"optimizer": "Adam", "server-lr": 0.01, "options": '{"betas": [0.9, 0.99]}'})
     (first, _) = run_rounds(adam, grid)
@@ -207,13 +215,34 @@ def test_any_torch_optimizer_by_name(grid):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"strategy": "fedadam", "fedadam.beta1": 1.0}, r"'fedadam.beta1' = 1.0 is invalid; expected a number in \[0, 1\)"),
-        ({"strategy": "fedyogi", "fedyogi.server-lr": 0.0}, r"'fedyogi.server-lr' = 0.0 is invalid; expected a number > 0"),
-        ({"strategy": "fedopt", "fedopt.optimizer": "Sgd"}, r"'fedopt.optimizer' = 'Sgd' is invalid; expected the name of a torch.optim"),
-        ({"strategy": "fedopt", "fedopt.options": "momentum=0.9"}, r"'fedopt.options' = 'momentum=0.9' is invalid; expected a JSON object"),
-        ({"strategy": "fedopt", "fedopt.options": '{"nestrov": true}'}, r"section\(s\) \{'fedopt'.* rejected .*nestrov"),
-        ({"strategy": "fedavgm", "fedavgm.momentum": 0.0, "fedavgm.nesterov": True}, r"section\(s\) \{'fedavgm'.* rejected .*Nesterov"),
-        ({"strategy": "fedadam", "fedadam.bias-correction": "yes"}, r"'fedadam.bias-correction' = 'yes' is invalid; expected one of 'none'"),
+        (
+            {"strategy": "fedadam", "fedadam.beta1": 1.0},
+            r"'fedadam.beta1' = 1.0 is invalid; expected a number in \[0, 1\)",
+        ),
+        (
+            {"strategy": "fedyogi", "fedyogi.server-lr": 0.0},
+            r"'fedyogi.server-lr' = 0.0 is invalid; expected a number > 0",
+        ),
+        (
+            {"strategy": "fedopt", "fedopt.optimizer": "Sgd"},
+            r"'fedopt.optimizer' = 'Sgd' is invalid; expected the name of a torch.optim",
+        ),
+        (
+            {"strategy": "fedopt", "fedopt.options": "momentum=0.9"},
+            r"'fedopt.options' = 'momentum=0.9' is invalid; expected a JSON object",
+        ),
+        (
+            {"strategy": "fedopt", "fedopt.options": '{"nestrov": true}'},
+            r"section\(s\) \{'fedopt'.* rejected .*nestrov",
+        ),
+        (
+            {"strategy": "fedavgm", "fedavgm.momentum": 0.0, "fedavgm.nesterov": True},
+            r"section\(s\) \{'fedavgm'.* rejected .*Nesterov",
+        ),
+        (
+            {"strategy": "fedadam", "fedadam.bias-correction": "yes"},
+            r"'fedadam.bias-correction' = 'yes' is invalid; expected one of 'none'",
+        ),
     ],
 )
 def test_bad_settings_stop_with_a_clear_error(settings, message):
@@ -257,8 +286,15 @@ def test_section_defaults_equal_the_constructor_defaults():
 
 def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
     """In-process run: the saved model is Reddi's FedYogi step from x_0 on the clients' actual replies."""
-    config = {"strategy": "fedyogi", "num-clients": 3, "num-rounds": 1, "samples-per-client": 40,
-              "local-epochs": 1, "results-dir": str(tmp_path), "fedyogi.server-lr": 0.01}
+    config = {
+        "strategy": "fedyogi",
+        "num-clients": 3,
+        "num-rounds": 1,
+        "samples-per-client": 40,
+        "local-epochs": 1,
+        "results-dir": str(tmp_path),
+        "fedyogi.server-lr": 0.01,
+    }
     run_dir, grid = run_inprocess(config, record=True)
     x0 = grid.sent[0].content.array_records["arrays"].to_torch_state_dict()
     replies = [r.content for r in grid.replies if r.content.array_records]
@@ -274,11 +310,18 @@ def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
 
 
 def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeypatch):
-    from fedpersonal.checkpoint import CHECKPOINT
     from crashing import crash_in_round
 
-    config = {"strategy": "fedyogi", "num-clients": 2, "num-rounds": 2, "samples-per-client": 40,
-              "local-epochs": 1, "fedyogi.server-lr": 0.01}
+    from fedpersonal.checkpoint import CHECKPOINT
+
+    config = {
+        "strategy": "fedyogi",
+        "num-clients": 2,
+        "num-rounds": 2,
+        "samples-per-client": 40,
+        "local-epochs": 1,
+        "fedyogi.server-lr": 0.01,
+    }
     full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
     crashed = crash_in_round(monkeypatch, {**config, "results-dir": str(tmp_path / "crashed")}, 2)
     saved = torch.load(crashed / CHECKPOINT, weights_only=False)["strategy"]
@@ -292,9 +335,9 @@ def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeyp
 def test_scenarios_use_the_best_server_lr_of_the_recorded_grid_search():
     import json
     import re
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     from flwr.common.config import flatten_dict
 
     from simulations.registry import ALGORITHMS

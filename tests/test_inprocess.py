@@ -66,7 +66,9 @@ def test_a_run_whose_clients_all_fail_raises_quoting_the_first_error(tmp_path, m
         raise RuntimeError(f"sensor {self.partition_id} broken")
 
     monkeypatch.setattr(ClientAlgorithm, "train", broken)
-    with pytest.raises(RunFailedError, match=r"no round of 2 aggregated any client reply; first client error: .*sensor \d broken"):
+    with pytest.raises(
+        RunFailedError, match=r"no round of 2 aggregated any client reply; first client error: .*sensor \d broken"
+    ):
         run_inprocess({**SMALL, "results-dir": str(tmp_path / "train")})
     (run_dir,) = (tmp_path / "train").iterdir()
     assert [row["round"] for row in RunDirectory(run_dir).read_rows("rounds.jsonl")] == [0, 1, 2]  # kept

@@ -1,12 +1,12 @@
 """Flower-native building blocks: our ServerApp loop drives a plain Flower ClientApp, and our
 ClientApp trains under Flower's own FedAvg in a plain Flower ServerApp."""
 
+import quickstart_app
 import torch
 from flwr.app import ArrayRecord, Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-import quickstart_app
 from fedpersonal.results import RunDirectory
 from fedpersonal.tasks import get_task
 from simulations.inprocess import InProcessGrid

@@ -53,8 +53,12 @@ class Counter:
 def matrix(tmp_path_factory):
     root = tmp_path_factory.mktemp("matrix")
     (root / "tiny.toml").write_text(SCENARIO)
-    cells = plan_cells([scenario(root / "tiny.toml")], [algorithm("fedavg"), algorithm("fedadam")], [0, 1],
-                       parse_assignments(["num-rounds=1", "local-epochs=1"]))
+    cells = plan_cells(
+        [scenario(root / "tiny.toml")],
+        [algorithm("fedavg"), algorithm("fedadam")],
+        [0, 1],
+        parse_assignments(["num-rounds=1", "local-epochs=1"]),
+    )
     lines = []
     with pytest.MonkeyPatch.context() as patch:
         counter = Counter(patch)
@@ -80,8 +84,12 @@ def test_every_cell_runs_once_into_its_own_run_directory(matrix):
         assert (config["strategy"], config["seed"], config["num-clients"]) == (cell.algorithm, cell.seed, 2)
         assert config["fedadam.server-lr"] == 0.01  # the nested table of the scenario file
     assert [c.name for c in matrix["cells"]][:2] == ["tiny__fedavg__seed0", "tiny__fedadam__seed0"]
-    assert [line.split(":")[0] for line in matrix["lines"] if "ETA" in line] == ["[1/4] tiny__fedavg__seed0",
-        "[2/4] tiny__fedadam__seed0", "[3/4] tiny__fedavg__seed1", "[4/4] tiny__fedadam__seed1"]
+    assert [line.split(":")[0] for line in matrix["lines"] if "ETA" in line] == [
+        "[1/4] tiny__fedavg__seed0",
+        "[2/4] tiny__fedadam__seed0",
+        "[3/4] tiny__fedavg__seed1",
+        "[4/4] tiny__fedadam__seed1",
+    ]
 
 
 def test_summary_equals_a_hand_computation_from_the_run_directories(matrix):
@@ -98,7 +106,12 @@ def test_summary_equals_a_hand_computation_from_the_run_directories(matrix):
             worst.append(max(per_client))
             ranked = sorted(per_client, reverse=True)  # lower is better: the worst first
             worst10.append(sum(ranked[: math.ceil(0.1 * len(ranked))]) / math.ceil(0.1 * len(ranked)))
-        assert (row["scenario"], row["metric"], row["better"], row["seeds"]) == ("tiny", "angular-error", "lower", "0 1")
+        assert (row["scenario"], row["metric"], row["better"], row["seeds"]) == (
+            "tiny",
+            "angular-error",
+            "lower",
+            "0 1",
+        )
         assert float(row["mean"]) == pytest.approx(sum(finals) / 2)
         assert float(row["std"]) == pytest.approx(abs(finals[0] - finals[1]) / 2)
         assert float(row["worst_client"]) == pytest.approx(sum(worst) / 2)
@@ -134,7 +147,9 @@ def test_a_rerun_skips_finished_cells_and_reports_the_same(matrix, monkeypatch):
 
 def test_a_cell_finished_with_another_config_stops_the_matrix_before_it_runs(matrix, monkeypatch):
     counter = Counter(monkeypatch)
-    changed = [type(cell)(cell.scenario, cell.algorithm, cell.seed, {**cell.keys, "lr": 0.5}) for cell in matrix["cells"]]
+    changed = [
+        type(cell)(cell.scenario, cell.algorithm, cell.seed, {**cell.keys, "lr": 0.5}) for cell in matrix["cells"]
+    ]
     with pytest.raises(ConfigError, match=r"tiny__fedavg__seed0 finished with different values for \['lr'\]"):
         run_matrix(changed, matrix["out"], write=lambda line: None)
     assert counter.calls == []
@@ -165,7 +180,9 @@ def test_a_crashed_cell_is_recorded_then_resumed_from_its_checkpoint(tmp_path, m
     assert [o.status for o in second.outcomes] == ["resumed", "skipped"]
     (call,) = counter.calls
     assert call["resume"] == str(first.outcomes[0].run_dir)
-    rounds = [json.loads(line)["round"] for line in (first.outcomes[0].run_dir / "rounds.jsonl").read_text().splitlines()]
+    rounds = [
+        json.loads(line)["round"] for line in (first.outcomes[0].run_dir / "rounds.jsonl").read_text().splitlines()
+    ]
     assert rounds == [0, 1, 2]
     assert second.rows[0]["seeds"] == [0, 1]
     runs = second.runs()
@@ -195,12 +212,22 @@ def test_the_flower_backend_reserves_the_requested_cpus_per_client(tmp_path, mon
 def test_cells_combine_scenario_algorithm_and_overrides_in_order(tmp_path):
     (tmp_path / "tuned.toml").write_text('strategy = "fedadam"\nlr = 0.1\n[fedadam]\nserver-lr = 0.003\n')
     base = Variant("base", {"lr": 0.2, "num-rounds": 4})
-    cells = plan_cells([base], [algorithm("fedavg"), algorithm(str(tmp_path / "tuned.toml"))], [3, 4], {"num-rounds": 2})
-    assert [c.name for c in cells] == ["base__fedavg__seed3", "base__tuned__seed3", "base__fedavg__seed4", "base__tuned__seed4"]
+    cells = plan_cells(
+        [base], [algorithm("fedavg"), algorithm(str(tmp_path / "tuned.toml"))], [3, 4], {"num-rounds": 2}
+    )
+    assert [c.name for c in cells] == [
+        "base__fedavg__seed3",
+        "base__tuned__seed3",
+        "base__fedavg__seed4",
+        "base__tuned__seed4",
+    ]
     assert cells[0].keys == {"lr": 0.2, "num-rounds": 2, "strategy": "fedavg", "seed": 3}
     assert cells[1].keys == {"lr": 0.1, "num-rounds": 2, "strategy": "fedadam", "fedadam.server-lr": 0.003, "seed": 3}
     # Without --strategies, a scenario's own strategy is the algorithm.
-    assert [c.algorithm for c in plan_cells([Variant("s", {"strategy": "fedyogi"}), Variant("t")], [], [0])] == ["fedyogi", "fedavg"]
+    assert [c.algorithm for c in plan_cells([Variant("s", {"strategy": "fedyogi"}), Variant("t")], [], [0])] == [
+        "fedyogi",
+        "fedavg",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -209,7 +236,10 @@ def test_cells_combine_scenario_algorithm_and_overrides_in_order(tmp_path):
         (lambda: plan_cells([], [], [0], {"seed": 1}), r"--set sets \['seed'\]"),
         (lambda: plan_cells([], [algorithm("fedavg")], [0], {"strategy": "fedadam"}), r"--set sets \['strategy'\]"),
         (lambda: plan_cells([Variant("a", {"results-dir": "x"})], [], [0]), r"scenario 'a' sets \['results-dir'\]"),
-        (lambda: plan_cells([Variant("a"), Variant("a")], [], [0]), r"scenario label\(s\) \['a'\] appear more than once"),
+        (
+            lambda: plan_cells([Variant("a"), Variant("a")], [], [0]),
+            r"scenario label\(s\) \['a'\] appear more than once",
+        ),
         (lambda: plan_cells([], [], [0, 0]), r"seeds \[0, 0\]: expected one or more distinct"),
         (lambda: algorithm("fedbogus"), r"'strategy' = 'fedbogus' is unknown"),
         (lambda: scenario("nowhere/missing.toml"), r"scenario file 'nowhere/missing.toml' does not exist"),
@@ -224,7 +254,11 @@ def test_bad_input_is_a_config_error_naming_it(make, message):
 
 def test_parse_assignments_reads_toml_values_like_flwr_run():
     assert parse_assignments(["num-rounds=5", "dataset='mpiigaze'", "fedadam.server-lr=0.01", "faults.dropout=0"]) == {
-        "num-rounds": 5, "dataset": "mpiigaze", "fedadam.server-lr": 0.01, "faults.dropout": 0}
+        "num-rounds": 5,
+        "dataset": "mpiigaze",
+        "fedadam.server-lr": 0.01,
+        "faults.dropout": 0,
+    }
 
 
 def test_eta_is_the_mean_executed_cell_time_times_the_cells_left():

@@ -36,7 +36,9 @@ def test_clients_are_disjoint_split_and_seeded(name):
     assert all(np.array_equal(a, b) for a, b in zip(result.train, again.train))
     if name != "natural":  # the natural partition is the data's own and does not depend on the seed
         other = partition(name, seed=1)
-        assert any(not np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(client_indices(result), client_indices(other)))
+        assert any(
+            not np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(client_indices(result), client_indices(other))
+        )
 
 
 def test_iid_quantity_dirichlet_and_natural_use_every_sample():
@@ -84,12 +86,30 @@ def test_partition_section_is_validated_like_any_run_config():
 @pytest.mark.parametrize(
     ("clients", "settings", "labels", "groups", "message"),
     [
-        (300, {"name": "iid"}, LABELS, None, r"'num-clients' = 300 but dataset 'toy' has 400 samples; expected at most 200"),
+        (
+            300,
+            {"name": "iid"},
+            LABELS,
+            None,
+            r"'num-clients' = 300 but dataset 'toy' has 400 samples; expected at most 200",
+        ),
         (9, {"name": "natural"}, LABELS, GROUPS, r"'num-clients' = 9 but dataset 'toy' has only 8 natural client\(s\)"),
         (4, {"name": "natural"}, LABELS, None, r"'natural' needs per-sample users, but dataset 'toy' has none"),
         (4, {"name": "dirichlet"}, None, GROUPS, r"splits by class label, but dataset 'toy' has no class labels"),
-        (8, {"name": "dirichlet", "min_size": 60}, LABELS, None, r"'dirichlet' cannot split dataset 'toy' \(400 samples\) into 8 clients"),
-        (8, {"name": "quantity", "min_size": 60}, LABELS, None, r"needs 8 x partition.min-size = 480 samples but the dataset has 400"),
+        (
+            8,
+            {"name": "dirichlet", "min_size": 60},
+            LABELS,
+            None,
+            r"'dirichlet' cannot split dataset 'toy' \(400 samples\) into 8 clients",
+        ),
+        (
+            8,
+            {"name": "quantity", "min_size": 60},
+            LABELS,
+            None,
+            r"needs 8 x partition.min-size = 480 samples but the dataset has 400",
+        ),
         (20, {"name": "pathological", "classes_per_client": 11}, LABELS, None, r"'pathological' cannot split"),
     ],
 )

@@ -49,7 +49,8 @@ def test_losing_a_worker_node_mid_run_completes_with_dropped_clients(tmp_path):
     def first_round_done() -> bool:
         return results.exists() and any(
             '"round": 1' in (run / "rounds.jsonl").read_text()
-            for run in results.iterdir() if (run / "rounds.jsonl").exists()
+            for run in results.iterdir()
+            if (run / "rounds.jsonl").exists()
         )
 
     with local_cluster(workers=1, cpus_per_node=1) as cluster:
@@ -63,7 +64,9 @@ def test_losing_a_worker_node_mid_run_completes_with_dropped_clients(tmp_path):
 
         killer = threading.Thread(target=lose_worker, daemon=True)
         killer.start()
-        with PrivateSuperLink(tmp_path / "home", 2, num_cpus_per_client=1, extra_env={"RAY_ADDRESS": cluster.address}) as link:
+        with PrivateSuperLink(
+            tmp_path / "home", 2, num_cpus_per_client=1, extra_env={"RAY_ADDRESS": cluster.address}
+        ) as link:
             done = link.run(
                 APP,
                 f"{CONFIG} num-rounds=4 round-timeout-s=60.0 faults.slow-fraction=1.0 faults.slow-delay-s=1.0 "

@@ -4,6 +4,15 @@ import pickle
 
 import numpy as np
 import pytest
+from real_data_files import (  # noqa: F401 (private_cache is an autouse fixture)
+    private_cache,
+    write_cifar10,
+    write_femnist,
+    write_imagefolder,
+    write_lfw,
+    write_mpiifacegaze,
+    write_mpiigaze,
+)
 
 from fedpersonal.config import ConfigError
 from fedpersonal.data.errors import DataError
@@ -14,15 +23,6 @@ from fedpersonal.data.real.imagefolder import load_imagefolder
 from fedpersonal.data.real.lfw import load_lfw
 from fedpersonal.data.real.mpiifacegaze import load_mpiifacegaze
 from fedpersonal.data.real.mpiigaze import load_mpiigaze
-from real_data_files import (  # noqa: F401 (private_cache is an autouse fixture)
-    private_cache,
-    write_cifar10,
-    write_femnist,
-    write_imagefolder,
-    write_lfw,
-    write_mpiifacegaze,
-    write_mpiigaze,
-)
 
 
 def test_mpiigaze_both_eyes_right_mirrored_with_yaw_negated(tmp_path):
@@ -60,7 +60,14 @@ def test_mpiigaze_bad_inputs_name_the_file(tmp_path):
         load_mpiigaze(tmp_path)
     import scipy.io
 
-    scipy.io.savemat(day, {"data": {"left": {"image": np.zeros((1, 36, 60), np.uint8), "gaze": np.ones((1, 3)), "pose": np.ones((1, 3))}}})
+    scipy.io.savemat(
+        day,
+        {
+            "data": {
+                "left": {"image": np.zeros((1, 36, 60), np.uint8), "gaze": np.ones((1, 3)), "pose": np.ones((1, 3))}
+            }
+        },
+    )
     with pytest.raises(DataError, match=r"'.*day02.mat' has no field 'data.right'"):
         load_mpiigaze(tmp_path)
     with pytest.raises(DataError, match=r"no participant directories pXX found under '.*empty'"):
@@ -81,7 +88,9 @@ def test_mpiifacegaze_hdf5_faces_resized_rgb_and_labels(tmp_path):
     data = load_mpiifacegaze(tmp_path, size=(6, 10))
     assert data.images.shape == (10, 6, 10, 3) and data.group_names == ("p00", "p01")
     assert (data.images[..., 2] == 255).all() and (data.images[..., 0] == 0).all()  # BGR -> RGB: blue
-    np.testing.assert_allclose(data.gaze[5:, 0], 0.1) and np.testing.assert_allclose(data.gaze[:5, 1], np.arange(5) * 0.01, atol=1e-7)
+    np.testing.assert_allclose(data.gaze[5:, 0], 0.1) and np.testing.assert_allclose(
+        data.gaze[:5, 1], np.arange(5) * 0.01, atol=1e-7
+    )
     np.testing.assert_allclose(data.pose, np.tile([-0.05, 0.2], (10, 1)))
     gray = load_mpiifacegaze(tmp_path, size=(6, 10), gray=True)
     assert gray.images.shape == (10, 6, 10)
@@ -115,8 +124,14 @@ def test_lfw_pairs_folds_and_images(tmp_path):
     [
         (lambda lines: ["ten 300"] + lines[1:], r"line 1: \['ten', '300'\]; expected '<folds> <pairs per half>'"),
         (lambda lines: lines[:-1], r"has 7 pair lines; expected 2 folds x 2 x 2 = 8"),
-        (lambda lines: lines[:1] + ["Person_A\t1"] + lines[2:], r"line 2: 'Person_A 1'; expected a matched 'name n1 n2' pair"),
-        (lambda lines: lines[:1] + ["Person_Z\t1\t2"] + lines[2:], r"line 2 names '.*Person_Z_0001.jpg', which does not exist"),
+        (
+            lambda lines: lines[:1] + ["Person_A\t1"] + lines[2:],
+            r"line 2: 'Person_A 1'; expected a matched 'name n1 n2' pair",
+        ),
+        (
+            lambda lines: lines[:1] + ["Person_Z\t1\t2"] + lines[2:],
+            r"line 2 names '.*Person_Z_0001.jpg', which does not exist",
+        ),
     ],
 )
 def test_lfw_bad_pairs_file(tmp_path, edit, message):
@@ -206,7 +221,9 @@ def test_load_dataset_checks_name_and_path(tmp_path):
     assert digits.images.shape == (1797, 8, 8) and digits.images.max() == 255 and digits.groups is None
     with pytest.raises(ConfigError, match=r"'dataset' = 'imagenet' is unknown; choose one of \['cifar10'"):
         load_dataset("imagenet", str(tmp_path))
-    with pytest.raises(DataError, match=r"'data-path' is empty; dataset 'cifar10' needs the local path of the CIFAR-10"):
+    with pytest.raises(
+        DataError, match=r"'data-path' is empty; dataset 'cifar10' needs the local path of the CIFAR-10"
+    ):
         load_dataset("cifar10", "")
     with pytest.raises(DataError, match=r"'data-path' = '.*nowhere' does not exist; dataset 'lfw' expects"):
         load_dataset("lfw", str(tmp_path / "nowhere"))

@@ -1,9 +1,9 @@
 """The algorithm registry: every entry is complete, configured in pyproject.toml, and runs."""
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from flwr.common.config import flatten_dict
 from flwr.serverapp.strategy import Strategy

@@ -1,11 +1,12 @@
 """Checkpoint/resume reproduces an uninterrupted run; simulated faults drop clients, not rounds."""
 
-import pytest
-import torch
-from flwr.app import ConfigRecord
-
 import dataclasses
 from pathlib import Path
+
+import pytest
+import torch
+from crashing import crash_in_round
+from flwr.app import ConfigRecord
 
 from clients.base import ClientAlgorithm
 from fedpersonal.checkpoint import CHECKPOINT, load_client_state, save_client_state
@@ -13,7 +14,6 @@ from fedpersonal.config import ConfigError
 from fedpersonal.results import RunDirectory
 from simulations.inprocess import run_inprocess
 from simulations.loop import RunFailedError
-from crashing import crash_in_round
 
 SMALL = {"num-clients": 3, "num-rounds": 3, "samples-per-client": 80, "fraction-train": 0.67}
 
@@ -94,10 +94,18 @@ def only_run(results: Path) -> RunDirectory:
 
 
 def test_too_few_replies_keep_the_previous_model(tmp_path):
-    with pytest.raises(RunFailedError, match="no round of 3 aggregated any client reply; first client error: .*dropped"):
+    with pytest.raises(
+        RunFailedError, match="no round of 3 aggregated any client reply; first client error: .*dropped"
+    ):
         run_inprocess(
-            {**SMALL, "fraction-train": 1.0, "faults.dropout": 0.5, "seed": 3, "min-train-replies": 3,
-             "results-dir": str(tmp_path)}
+            {
+                **SMALL,
+                "fraction-train": 1.0,
+                "faults.dropout": 0.5,
+                "seed": 3,
+                "min-train-replies": 3,
+                "results-dir": str(tmp_path),
+            }
         )
     rounds = only_run(tmp_path).read_rows("rounds.jsonl")  # every finished round is kept
     for before, row in zip(rounds, rounds[1:]):
@@ -109,8 +117,15 @@ def test_too_few_replies_keep_the_previous_model(tmp_path):
 def test_slow_clients_past_the_round_timeout_are_dropped(tmp_path):
     with pytest.raises(RunFailedError, match="no round of 1 aggregated any client reply"):
         run_inprocess(
-            {**SMALL, "num-rounds": 1, "fraction-train": 1.0, "faults.slow-fraction": 1.0, "faults.slow-delay-s": 0.5,
-             "round-timeout-s": 0.4, "results-dir": str(tmp_path)}
+            {
+                **SMALL,
+                "num-rounds": 1,
+                "fraction-train": 1.0,
+                "faults.slow-fraction": 1.0,
+                "faults.slow-delay-s": 0.5,
+                "round-timeout-s": 0.4,
+                "results-dir": str(tmp_path),
+            }
         )
     (row,) = only_run(tmp_path).read_rows("rounds.jsonl")[1:]
     assert row["timeouts"] == 3 and row["skipped"] is True

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -46,7 +46,8 @@ class AdaptSettings:
     SECTION: ClassVar[str] = "adapt"
 
     method: str = setting(
-        "none", f"one of {list(METHODS)}, or several joined by '+' applied in order (e.g. 'adabn+pseudo-label')",
+        "none",
+        f"one of {list(METHODS)}, or several joined by '+' applied in order (e.g. 'adabn+pseudo-label')",
         lambda v: v == "none" or set(v.split("+")) <= set(METHODS) - {"none"},
     )
     epochs: int = setting(1, "an integer >= 1 (passes over the data of 'tent' and 'pseudo-label')", lambda v: v >= 1)

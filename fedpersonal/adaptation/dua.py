@@ -61,6 +61,11 @@ def experts_for(cfg: RunConfig) -> ExpertSet:
         )
     start = time.monotonic()
     experts = train_experts(task, cfg, settings.server_samples, settings.generic_epochs, settings.expert_epochs)
-    log(INFO, "dua: trained a generic model and %d experts (%s) in %.1f s",
-        len(experts.experts), ", ".join(experts.domains), time.monotonic() - start)
+    log(
+        INFO,
+        "dua: trained a generic model and %d experts (%s) in %.1f s",
+        len(experts.experts),
+        ", ".join(experts.domains),
+        time.monotonic() - start,
+    )
     return experts

@@ -53,20 +53,47 @@ class ExpertSet:
     experts: tuple[State, ...]
 
 
-def _fit(model: nn.Module, task: ServerDomains, data: Tensors, params: list[nn.Parameter], epochs: int, cfg: RunConfig, seed: int) -> None:
+def _fit(
+    model: nn.Module,
+    task: ServerDomains,
+    data: Tensors,
+    params: list[nn.Parameter],
+    epochs: int,
+    cfg: RunConfig,
+    seed: int,
+) -> None:
     generator = torch.Generator().manual_seed(seed)
-    train_epochs(model, data, task.loss, sgd_optimizer(params, SGDSettings.from_config(cfg)), epochs, cfg.batch_size, generator, cfg.grad_clip)
+    train_epochs(
+        model,
+        data,
+        task.loss,
+        sgd_optimizer(params, SGDSettings.from_config(cfg)),
+        epochs,
+        cfg.batch_size,
+        generator,
+        cfg.grad_clip,
+    )
 
 
 def _state(model: nn.Module) -> State:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
-def train_experts(task: ServerDomains, cfg: RunConfig, samples: int, generic_epochs: int, expert_epochs: int) -> ExpertSet:
+def train_experts(
+    task: ServerDomains, cfg: RunConfig, samples: int, generic_epochs: int, expert_epochs: int
+) -> ExpertSet:
     """The generic model and its fine-tuned experts, seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
     generic = task.build_model()
-    _fit(generic, task, task.server_data(task.generic_domain(), samples), list(generic.parameters()), generic_epochs, cfg, cfg.seed)
+    _fit(
+        generic,
+        task,
+        task.server_data(task.generic_domain(), samples),
+        list(generic.parameters()),
+        generic_epochs,
+        cfg,
+        cfg.seed,
+    )
     names, experts = [], []
     for k, domain in enumerate(task.expert_domains()):
         expert = copy.deepcopy(generic)
@@ -90,15 +117,21 @@ def load_experts(path: str | Path, model: nn.Module) -> ExpertSet:
     expected = set(model.state_dict())
     for index, state in enumerate([payload["generic"], *payload["experts"]]):
         if set(state) != expected:
-            raise ValueError(f"'{path}': model {index} has keys {sorted(set(state) ^ expected)} the task's model does not share")
+            raise ValueError(
+                f"'{path}': model {index} has keys {sorted(set(state) ^ expected)} the task's model does not share"
+            )
     if not payload["experts"] or len(payload["experts"]) != len(payload["domains"]):
-        raise ValueError(f"'{path}': expected one expert per domain, got {len(payload['experts'])} for {payload['domains']}")
+        raise ValueError(
+            f"'{path}': expected one expert per domain, got {len(payload['experts'])} for {payload['domains']}"
+        )
     return ExpertSet(tuple(payload["domains"]), payload["generic"], tuple(payload["experts"]))
 
 
 def pack_states(states: Sequence[Mapping[str, torch.Tensor]]) -> ArrayRecord:
     """Several state dicts in one ArrayRecord, keys ``"<index>/<name>"``."""
-    return ArrayRecord({f"{k}/{name}": value.detach().cpu() for k, state in enumerate(states) for name, value in state.items()})
+    return ArrayRecord(
+        {f"{k}/{name}": value.detach().cpu() for k, state in enumerate(states) for name, value in state.items()}
+    )
 
 
 def unpack_states(record: ArrayRecord) -> list[State]:

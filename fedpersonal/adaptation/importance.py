@@ -54,9 +54,7 @@ def mas_importance(
     model: nn.Module, forward: Forward, inputs: Tensors, batch_size: int, exclude: Sequence[str] = HEAD
 ) -> dict[str, torch.Tensor]:
     """MAS Omega: mean over batches of |gradient of the batch-mean squared L2 norm of the outputs|."""
-    return _importance(
-        model, forward, inputs, batch_size, lambda out: out.pow(2).sum(dim=1).mean(), torch.abs, exclude
-    )
+    return _importance(model, forward, inputs, batch_size, lambda out: out.pow(2).sum(dim=1).mean(), torch.abs, exclude)
 
 
 def fisher_importance(

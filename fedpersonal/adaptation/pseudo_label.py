@@ -15,7 +15,9 @@ from fedpersonal.adaptation.adabn import Forward
 from fedpersonal.training import Tensors, iterate_batches, train_epochs
 
 
-def confident_labels(model: nn.Module, forward: Forward, inputs: Tensors, threshold: float, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def confident_labels(
+    model: nn.Module, forward: Forward, inputs: Tensors, threshold: float, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, labels) of the samples the model predicts with probability >= ``threshold``."""
     model.eval()
     with torch.no_grad():
@@ -44,5 +46,7 @@ def pseudo_label(
     def loss(net: nn.Module, batch: Tensors) -> torch.Tensor:
         return F.cross_entropy(forward(net, batch[:-1]), batch[-1])
 
-    train_epochs(model, (*chosen, labels), loss, torch.optim.Adam(model.parameters(), lr=lr), epochs, batch_size, generator)
+    train_epochs(
+        model, (*chosen, labels), loss, torch.optim.Adam(model.parameters(), lr=lr), epochs, batch_size, generator
+    )
     return model.eval()

@@ -34,17 +34,29 @@ def parser() -> argparse.ArgumentParser:
     stats.add_argument("--shards-per-client", type=int, default=PartitionSettings.shards_per_client)
     stats.add_argument("--users-per-client", type=int, default=PartitionSettings.users_per_client)
     stats.add_argument("--min-size", type=int, default=PartitionSettings.min_size)
-    stats.add_argument("--num-clients", type=int, default=None,
-                       help=f"clients (default: every natural client for 'natural', else {DEFAULT_CLIENTS})")
+    stats.add_argument(
+        "--num-clients",
+        type=int,
+        default=None,
+        help=f"clients (default: every natural client for 'natural', else {DEFAULT_CLIENTS})",
+    )
     stats.add_argument("--test-fraction", type=float, default=0.2)
     stats.add_argument("--seed", type=int, default=0)
     stats.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize images (image datasets)")
     stats.add_argument("--gray", action="store_true", help="decode images as grayscale (image datasets)")
     stats.add_argument("--evaluation-subset", action="store_true", help="MPIIGaze: only the official evaluation lists")
-    stats.add_argument("--results-dir", type=Path, default=Path(RESULTS_DIR),
-                       help=f"where the plot goes unless --plot says (default {RESULTS_DIR}/data-stats/)")
-    stats.add_argument("--plot", type=Path, default=None,
-                       help="the plot's file (default <results-dir>/data-stats/partition-<dataset>-<partition>.png)")
+    stats.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path(RESULTS_DIR),
+        help=f"where the plot goes unless --plot says (default {RESULTS_DIR}/data-stats/)",
+    )
+    stats.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="the plot's file (default <results-dir>/data-stats/partition-<dataset>-<partition>.png)",
+    )
     return cli
 
 
@@ -63,8 +75,11 @@ def loader_options(args: argparse.Namespace) -> dict[str, Any]:
 def partition_settings(args: argparse.Namespace) -> PartitionSettings:
     """The options as a validated ``partition`` section (same checks and messages as a run)."""
     values = {
-        "name": args.partition, "alpha": args.alpha, "classes-per-client": args.classes_per_client,
-        "shards-per-client": args.shards_per_client, "users-per-client": args.users_per_client,
+        "name": args.partition,
+        "alpha": args.alpha,
+        "classes-per-client": args.classes_per_client,
+        "shards-per-client": args.shards_per_client,
+        "users-per-client": args.users_per_client,
         "min-size": args.min_size,
     }
     return parse_settings(PartitionSettings, values, "partition.")
@@ -90,8 +105,14 @@ def stats(args: argparse.Namespace) -> None:
     if clients < 1:
         raise ConfigError(f"--num-clients = {clients}; expected an integer >= 1")
     partition = make_partition(
-        getattr(data, "labels", None), getattr(data, "groups", None), len(data), clients, settings,
-        args.test_fraction, args.seed, args.dataset,
+        getattr(data, "labels", None),
+        getattr(data, "groups", None),
+        len(data),
+        clients,
+        settings,
+        args.test_fraction,
+        args.seed,
+        args.dataset,
     )
     rows = client_stats(data, partition)
     assigned = sum(row.train + row.test for row in rows)

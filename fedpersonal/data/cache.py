@@ -105,9 +105,7 @@ def _read(entry: Path, kind: type[T]) -> T:
     return kind(**values)
 
 
-def cached(
-    dataset: str, path: Path | None, options: Mapping[str, Any], kind: type[T], build: Callable[[], T]
-) -> T:
+def cached(dataset: str, path: Path | None, options: Mapping[str, Any], kind: type[T], build: Callable[[], T]) -> T:
     """The ``kind`` dataclass decoded by ``build``, memory-mapped from the cache when present."""
     key = cache_key(dataset, path, options)
     entry = cache_root() / f"{dataset}-{key}"

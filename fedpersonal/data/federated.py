@@ -74,8 +74,14 @@ def federated(request: DataRequest) -> tuple[Any, Partition]:
     def build() -> PackedPartition:
         return PackedPartition.pack(
             make_partition(
-                labels, groups, len(data), request.num_clients, request.partition,
-                request.test_fraction, request.seed, request.dataset,
+                labels,
+                groups,
+                len(data),
+                request.num_clients,
+                request.partition,
+                request.test_fraction,
+                request.seed,
+                request.dataset,
             )
         )
 
@@ -105,5 +111,7 @@ def unseen_split(request: DataRequest, index: int) -> tuple[Any, Any]:
     data, partition = federated(request)
     if not 0 <= index < len(partition.unseen):
         raise IndexError(f"unseen user {index} of dataset '{request.dataset}'; there are {len(partition.unseen)}")
-    train, test = split_client(partition.unseen[index], request.test_fraction, request.seed, request.num_clients + index)
+    train, test = split_client(
+        partition.unseen[index], request.test_fraction, request.seed, request.num_clients + index
+    )
     return data.subset(train), data.subset(test)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,7 +48,9 @@ class PartitionSettings:
     classes_per_client: int = setting(2, "an integer >= 1", lambda v: v >= 1)
     shards_per_client: int = setting(2, "an integer >= 1", lambda v: v >= 1)
     users_per_client: int = setting(1, "an integer >= 1", lambda v: v >= 1)
-    min_size: int = setting(10, "an integer >= 2 (fewest samples of a 'dirichlet' or 'quantity' client)", lambda v: v >= 2)
+    min_size: int = setting(
+        10, "an integer >= 2 (fewest samples of a 'dirichlet' or 'quantity' client)", lambda v: v >= 2
+    )
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ class PackedPartition:
     def pack(cls, partition: Partition) -> PackedPartition:
         """Flatten ``partition``."""
         (train, train_offsets), (test, test_offsets), (unseen, unseen_offsets) = (
-            cls._pack(partition.train), cls._pack(partition.test), cls._pack(partition.unseen)
+            cls._pack(partition.train),
+            cls._pack(partition.test),
+            cls._pack(partition.unseen),
         )
         return cls(train, train_offsets, test, test_offsets, unseen, unseen_offsets)
 
@@ -125,7 +128,9 @@ def build_partitioner(settings: PartitionSettings, clients: int, total: int, see
     s = settings
     builders = {
         "iid": lambda: fp.IidPartitioner(clients),
-        "dirichlet": lambda: fp.DirichletPartitioner(clients, "label", s.alpha, min_partition_size=s.min_size, seed=seed),
+        "dirichlet": lambda: fp.DirichletPartitioner(
+            clients, "label", s.alpha, min_partition_size=s.min_size, seed=seed
+        ),
         "pathological": lambda: fp.PathologicalPartitioner(clients, "label", s.classes_per_client, seed=seed),
         "shard": lambda: fp.ShardPartitioner(clients, "label", num_shards_per_partition=s.shards_per_client, seed=seed),
         "natural": lambda: fp.GroupedNaturalIdPartitioner("group", s.users_per_client, sort_unique_ids=True),
@@ -145,7 +150,9 @@ def _table(order: Indices, labels: NDArray[np.int64] | None, groups: NDArray[np.
     return Dataset.from_dict(columns)
 
 
-def _check_inputs(settings: PartitionSettings, total: int, clients: int, has_labels: bool, has_groups: bool, dataset: str) -> None:
+def _check_inputs(
+    settings: PartitionSettings, total: int, clients: int, has_labels: bool, has_groups: bool, dataset: str
+) -> None:
     if settings.name in NEEDS_LABELS and not has_labels:
         raise DataError(
             f"run config key 'partition.name' = {settings.name!r} splits by class label, but dataset "

@@ -17,9 +17,7 @@ def pitchyaw_to_vector(pitchyaw: ArrayLike) -> NDArray[np.float64]:
     """Convert (..., 2) pitch/yaw angles in radians to (..., 3) unit gaze vectors."""
     angles = np.asarray(pitchyaw, dtype=np.float64)
     pitch, yaw = angles[..., 0], angles[..., 1]
-    return np.stack(
-        [-np.cos(pitch) * np.sin(yaw), -np.sin(pitch), -np.cos(pitch) * np.cos(yaw)], axis=-1
-    )
+    return np.stack([-np.cos(pitch) * np.sin(yaw), -np.sin(pitch), -np.cos(pitch) * np.cos(yaw)], axis=-1)
 
 
 def vector_to_pitchyaw(vectors: ArrayLike) -> NDArray[np.float64]:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -78,7 +78,9 @@ class ClassifySettings:
         lambda v: bool(_corruption_list(v)) and set(_corruption_list(v)) <= set(CORRUPTIONS),
     )
     severity: float = setting(0.6, "a number in (0, 1]", lambda v: 0 < v <= 1)
-    category_groups: int = setting(5, "an integer >= 1 (CatPrior: the classes are cut into this many groups)", lambda v: v >= 1)
+    category_groups: int = setting(
+        5, "an integer >= 1 (CatPrior: the classes are cut into this many groups)", lambda v: v >= 1
+    )
     width: int = setting(16, "an integer >= 4 (channels of the first conv layer)", lambda v: v >= 4)
 
 
@@ -134,7 +136,9 @@ def _digits() -> tuple[Images, Labels]:
     return np.clip(np.rint(upsampled), 0, 255).astype(np.uint8)[:, None], data.labels
 
 
-def _no_server_share(cfg: RunConfig, role: str, source: int, count: int, classes: tuple[int, ...]) -> tuple[Images, Labels]:
+def _no_server_share(
+    cfg: RunConfig, role: str, source: int, count: int, classes: tuple[int, ...]
+) -> tuple[Images, Labels]:
     raise ConfigError(
         f"run config key 'dataset' = {cfg.dataset!r} is split among the clients by section 'partition' "
         "and has no server share; expected a pooled dataset ('shapes', 'digits') for server-side data"

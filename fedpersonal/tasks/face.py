@@ -26,9 +26,9 @@ Metrics (:mod:`fedpersonal.metrics.face`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -82,7 +82,9 @@ class FaceSettings:
     min_epochs: int = setting(4, "an integer >= 1 (local epochs never fall below)", _at_least(1))
     cosface_scale: float = setting(30.0, "a number > 0 (CosFace s)", lambda v: v > 0)
     cosface_margin: float = setting(0.4, "a number in [0, 1) (CosFace m)", lambda v: 0 <= v < 1)
-    lfw_path: str = setting("", "the LFW directory (pairs.txt and lfw/Name/Name_0001.jpg); needed by dataset 'imagefolder'")
+    lfw_path: str = setting(
+        "", "the LFW directory (pairs.txt and lfw/Name/Name_0001.jpg); needed by dataset 'imagefolder'"
+    )
 
 
 def test_images_per_identity(settings: FaceSettings, test_fraction: float) -> int:
@@ -152,7 +154,9 @@ def _from_many_cameras(
     seed: int, namespace: int, identities: int, per_identity: int, settings: FaceSettings, heterogeneity: float
 ) -> faces.FaceSamples:
     """A collection gathered from many devices: every image from a random camera."""
-    return faces.generate_faces(seed, namespace, 0, identities, per_identity, settings.image_size, heterogeneity=heterogeneity)
+    return faces.generate_faces(
+        seed, namespace, 0, identities, per_identity, settings.image_size, heterogeneity=heterogeneity
+    )
 
 
 class SyntheticFaces:
@@ -169,10 +173,14 @@ class SyntheticFaces:
 
     @staticmethod
     @lru_cache(maxsize=64)
-    def client(seed: int, settings: FaceSettings, heterogeneity: float, test_fraction: float, client: int) -> ClientData:
+    def client(
+        seed: int, settings: FaceSettings, heterogeneity: float, test_fraction: float, client: int
+    ) -> ClientData:
         """Client ``client``'s identities, split per identity into train/test."""
         count = faces.client_identity_count(seed, client, settings.identities_min, settings.identities_max)
-        samples = faces.client_faces(seed, client, count, settings.images_per_identity, settings.image_size, heterogeneity)
+        samples = faces.client_faces(
+            seed, client, count, settings.images_per_identity, settings.image_size, heterogeneity
+        )
         num_test = test_images_per_identity(settings, test_fraction)
         return split_per_identity(to_tensors(samples), settings.images_per_identity, num_test)
 
@@ -180,20 +188,27 @@ class SyntheticFaces:
     @lru_cache(maxsize=4)
     def public(seed: int, settings: FaceSettings, heterogeneity: float) -> Tensors:
         """The server's public identities, each image from a random camera."""
-        samples = _from_many_cameras(seed, faces.PUBLIC, settings.public_identities, settings.public_images_per_identity, settings, heterogeneity)
+        samples = _from_many_cameras(
+            seed, faces.PUBLIC, settings.public_identities, settings.public_images_per_identity, settings, heterogeneity
+        )
         return to_tensors(samples)
 
     @staticmethod
     @lru_cache(maxsize=4)
     def verification(seed: int, settings: FaceSettings, heterogeneity: float) -> VerificationPairs:
         """Unseen identities: all genuine pairs and as many random impostor pairs."""
-        samples = _from_many_cameras(seed, faces.UNSEEN, settings.unseen_identities, settings.unseen_images_per_identity, settings, heterogeneity)
+        samples = _from_many_cameras(
+            seed, faces.UNSEEN, settings.unseen_identities, settings.unseen_images_per_identity, settings, heterogeneity
+        )
         first, second, genuine = fm.all_pairs(samples.labels)
         rng = np.random.default_rng([seed, faces.UNSEEN, 1])
         impostors = rng.choice(np.flatnonzero(~genuine), size=int(genuine.sum()), replace=False)
         keep = np.sort(np.concatenate([np.flatnonzero(genuine), impostors]))
         return VerificationPairs(
-            torch.from_numpy(samples.images[:, None]), first[keep], second[keep], genuine[keep],
+            torch.from_numpy(samples.images[:, None]),
+            first[keep],
+            second[keep],
+            genuine[keep],
             fm.ten_folds(len(keep), seed),
         )
 
@@ -242,12 +257,18 @@ class ImageFolderFaces:
 
     def _lfw(self) -> VerificationSet:
         if not self.lfw_path:
-            raise ConfigError(f"run config key 'face.lfw-path' is empty; dataset '{self.request.dataset}' needs {LFW_LAYOUT}")
+            raise ConfigError(
+                f"run config key 'face.lfw-path' is empty; dataset '{self.request.dataset}' needs {LFW_LAYOUT}"
+            )
         if not Path(self.lfw_path).expanduser().is_dir():
-            raise DataError(f"run config key 'face.lfw-path' = {self.lfw_path!r} is not a directory; expected {LFW_LAYOUT}")
+            raise DataError(
+                f"run config key 'face.lfw-path' = {self.lfw_path!r} is not a directory; expected {LFW_LAYOUT}"
+            )
         return load_dataset("lfw", self.lfw_path, size=(self.image_size, self.image_size), crop=LFW_CROP, gray=True)
 
-    def client(self, seed: int, settings: FaceSettings, heterogeneity: float, test_fraction: float, client: int) -> ClientData:
+    def client(
+        self, seed: int, settings: FaceSettings, heterogeneity: float, test_fraction: float, client: int
+    ) -> ClientData:
         """Client ``client``'s identities (labels 0..K-1 shared by its train and test split)."""
         train, test = client_split(self.request, client)
         labels = renumbered(np.concatenate([train.labels, test.labels]))
@@ -256,7 +277,7 @@ class ImageFolderFaces:
             (torch.from_numpy(test.images[:, None]), labels[len(train) :]),
         )
 
-    @lru_cache(maxsize=4)
+    @lru_cache(maxsize=4)  # noqa: B019 - one source object per dataset path, alive for the process
     def public(self, seed: int, settings: FaceSettings, heterogeneity: float) -> Tensors:
         """The identities no client got (a DataError when the clients took every identity)."""
         data, partition = federated(self.request)
@@ -268,7 +289,7 @@ class ImageFolderFaces:
             )
         return identity_tensors(data.subset(np.concatenate(partition.unseen)))
 
-    @lru_cache(maxsize=4)
+    @lru_cache(maxsize=4)  # noqa: B019 - one source object per dataset path, alive for the process
     def verification(self, seed: int, settings: FaceSettings, heterogeneity: float) -> VerificationPairs:
         """LFW's pairs, genuine flags and folds."""
         lfw = self._lfw()
@@ -292,7 +313,9 @@ def face_source(cfg: RunConfig) -> type[SyntheticFaces] | ImageFolderFaces:
 
 
 @lru_cache(maxsize=4)
-def pretrain(source: type, seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int) -> tuple[dict, torch.Tensor]:
+def pretrain(
+    source: type, seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int
+) -> tuple[dict, torch.Tensor]:
     """The server's generic model: CosFace (s=10, m=0.2) on the public identities, seeded.
 
     Returns the backbone's state dict and the public classifier rows (cached per process).

@@ -22,8 +22,8 @@ from torch import nn
 
 from fedpersonal.config import RunConfig, require_choice, setting
 from fedpersonal.data.containers import GazeSet
-from fedpersonal.data.partition import test_count
 from fedpersonal.data.federated import DataRequest, client_split, prepare, unseen_split
+from fedpersonal.data.partition import test_count
 from fedpersonal.data.synthetic.eyes import HEIGHT, WIDTH, GazeSamples, generate_user
 from fedpersonal.metrics.angular import angular_error_deg
 from fedpersonal.models.lenet import GazeLeNet

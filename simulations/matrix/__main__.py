@@ -35,22 +35,53 @@ def parser() -> argparse.ArgumentParser:
         "ones) and write summary.md, summary.csv and PNG plots to --out.",
     )
     cli.add_argument("--out", required=True, help="output folder; run the same command again to resume")
-    cli.add_argument("--scenarios", nargs="+", default=[], metavar="TOML",
-                     help="run-config override files, one scenario each (default: the pyproject defaults)")
-    cli.add_argument("--strategies", nargs="+", default=[], metavar="NAME|TOML",
-                     help="registered strategy names, or TOML files setting strategy + hyperparameters "
-                     "(default: each scenario's own strategy)")
+    cli.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=[],
+        metavar="TOML",
+        help="run-config override files, one scenario each (default: the pyproject defaults)",
+    )
+    cli.add_argument(
+        "--strategies",
+        nargs="+",
+        default=[],
+        metavar="NAME|TOML",
+        help="registered strategy names, or TOML files setting strategy + hyperparameters "
+        "(default: each scenario's own strategy)",
+    )
     cli.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every cell (default: 0)")
-    cli.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                     help="run-config overrides for every cell, TOML values: num-rounds=5 dataset='mpiigaze'")
-    cli.add_argument("--metric", nargs="+", action="extend", default=[], type=metric_spec, metavar="NAME:BETTER",
-                     help="metrics to report besides each task's primary one, e.g. loss:lower")
-    cli.add_argument("--backend", choices=["inprocess", "flower"], default="inprocess",
-                     help="inprocess: the ServerApp and ClientApp in this process (fast, default); "
-                     "flower: a real `flwr run` per cell on a private SuperLink")
+    cli.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run-config overrides for every cell, TOML values: num-rounds=5 dataset='mpiigaze'",
+    )
+    cli.add_argument(
+        "--metric",
+        nargs="+",
+        action="extend",
+        default=[],
+        type=metric_spec,
+        metavar="NAME:BETTER",
+        help="metrics to report besides each task's primary one, e.g. loss:lower",
+    )
+    cli.add_argument(
+        "--backend",
+        choices=["inprocess", "flower"],
+        default="inprocess",
+        help="inprocess: the ServerApp and ClientApp in this process (fast, default); "
+        "flower: a real `flwr run` per cell on a private SuperLink",
+    )
     cli.add_argument("--cell-timeout-s", type=float, default=86400.0, help="flower backend: limit per cell")
-    cli.add_argument("--client-cpus", type=positive_int, default=1,
-                     help="flower backend: CPUs (and torch threads) per client (default 1: one client per core)")
+    cli.add_argument(
+        "--client-cpus",
+        type=positive_int,
+        default=1,
+        help="flower backend: CPUs (and torch threads) per client (default 1: one client per core)",
+    )
     cli.add_argument("--quiet", action="store_true", help="hide Flower's per-round log lines")
     return cli
 
@@ -68,13 +99,22 @@ def main(argv: list[str] | None = None) -> int:
             args.seeds,
             parse_assignments(args.set),
         )
-        report = run_matrix(cells, args.out, args.backend, dict(args.metric), command=command,
-                            cell_timeout_s=args.cell_timeout_s, client_cpus=args.client_cpus)
+        report = run_matrix(
+            cells,
+            args.out,
+            args.backend,
+            dict(args.metric),
+            command=command,
+            cell_timeout_s=args.cell_timeout_s,
+            client_cpus=args.client_cpus,
+        )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"report: {report.out / 'summary.md'} ({len(report.rows)} rows, {len(report.plots)} plots); "
-          f"{len(report.failed)} of {len(report.outcomes)} cells failed")
+    print(
+        f"report: {report.out / 'summary.md'} ({len(report.rows)} rows, {len(report.plots)} plots); "
+        f"{len(report.failed)} of {len(report.outcomes)} cells failed"
+    )
     return 1 if report.failed else 0
 
 

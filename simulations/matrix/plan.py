@@ -10,12 +10,12 @@ overrides are, later ones winning: scenario, algorithm, ``--set`` pairs, then it
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from flwr.common.config import flatten_dict
 
 from fedpersonal.config import ConfigError, RunConfig, require_choice

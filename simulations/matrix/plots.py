@@ -54,7 +54,9 @@ def _clients(axes, runs: dict[str, list[CellResult]], metric: str) -> None:
     values = [[v for r in members for v in r.metrics[metric].clients] for members in runs.values()]
     axes.boxplot(values, showfliers=False, medianprops={"color": "black"})
     for position, points in enumerate(values, start=1):
-        axes.scatter(position + jitter.uniform(-0.15, 0.15, len(points)), points, s=8, alpha=0.5, color=f"C{position - 1}")
+        axes.scatter(
+            position + jitter.uniform(-0.15, 0.15, len(points)), points, s=8, alpha=0.5, color=f"C{position - 1}"
+        )
     axes.set_xticks(range(1, len(values) + 1), list(runs), rotation=20)
     axes.set(ylabel=f"final {metric} per client")
 
@@ -90,7 +92,7 @@ def _figure(kind: str, groups: dict[str, dict[str, list[CellResult]]], metric: s
         KINDS[kind](panel, runs, metric)
         panel.set_title(scenario)
         panel.grid(alpha=0.3)
-    for panel in list(panels.flat)[len(groups):]:
+    for panel in list(panels.flat)[len(groups) :]:
         panel.set_visible(False)
     figure.tight_layout()
     figure.savefig(target, dpi=110)
@@ -104,7 +106,9 @@ def plot_matrix(results: Sequence[CellResult], directory: Path, prefix: str = ""
     for metric in metrics:
         groups = grouped(results, metric)
         for kind in KINDS:
-            if kind != "curves" and not any(r.metrics[metric].clients for runs in groups.values() for m in runs.values() for r in m):
+            if kind != "curves" and not any(
+                r.metrics[metric].clients for runs in groups.values() for m in runs.values() for r in m
+            ):
                 continue
             target = Path(directory) / f"{prefix}{kind}-{safe_name(metric)}.png"
             _figure(kind, groups, metric, target)

@@ -16,7 +16,18 @@ from typing import Any
 from simulations.matrix.collect import CellResult
 from simulations.reporting import benchmark_row, markdown_table
 
-CSV_COLUMNS = ("scenario", "algorithm", "metric", "better", "mean", "std", "worst_client", "worst10_mean", "seeds", "per_seed")
+CSV_COLUMNS = (
+    "scenario",
+    "algorithm",
+    "metric",
+    "better",
+    "mean",
+    "std",
+    "worst_client",
+    "worst10_mean",
+    "seeds",
+    "per_seed",
+)
 ERROR_LINES = 12  # last lines of a failed cell's error (traceback) shown in summary.md
 
 
@@ -31,7 +42,9 @@ def summary_rows(results: Sequence[CellResult]) -> list[dict[str, Any]]:
         values = {r.cell.seed: r.metrics[metric] for r in members}
         per_client = {seed: list(v.clients) for seed, v in values.items() if v.clients}
         better = next(iter(values.values())).better
-        row = benchmark_row(algorithm, metric, {seed: v.final for seed, v in values.items()}, better, per_client or None)
+        row = benchmark_row(
+            algorithm, metric, {seed: v.final for seed, v in values.items()}, better, per_client or None
+        )
         rows.append({"scenario": scenario, **row})
     return rows
 
@@ -42,11 +55,13 @@ def write_csv(rows: Sequence[dict[str, Any]], target: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({
-                **{key: row.get(key, "") for key in CSV_COLUMNS},
-                "seeds": " ".join(str(seed) for seed in row["seeds"]),
-                "per_seed": " ".join(f"{seed}={value!r}" for seed, value in row["per_seed"].items()),
-            })
+            writer.writerow(
+                {
+                    **{key: row.get(key, "") for key in CSV_COLUMNS},
+                    "seeds": " ".join(str(seed) for seed in row["seeds"]),
+                    "per_seed": " ".join(f"{seed}={value!r}" for seed, value in row["per_seed"].items()),
+                }
+            )
 
 
 def failures_section(failures: Sequence[tuple[str, str]]) -> str:

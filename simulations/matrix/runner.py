@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpersonal.checkpoint import CHECKPOINT
-from fedpersonal.config import ConfigError, require_choice
+from fedpersonal.config import ConfigError
 from fedpersonal.results import RunDirectory
 from simulations.matrix.backends import Backend, make_backend
 from simulations.matrix.collect import CellResult, read_cell
@@ -71,9 +71,15 @@ class MatrixReport:
         """Every cell's run directory by (scenario, algorithm, seed), for scripts that read more than
         the report; raises naming the failed cells when there are any."""
         if self.failed:
-            ends = "; ".join(f"{o.cell.name}: {o.error.strip().splitlines()[-1] if o.error.strip() else '?'}" for o in self.failed)
+            ends = "; ".join(
+                f"{o.cell.name}: {o.error.strip().splitlines()[-1] if o.error.strip() else '?'}" for o in self.failed
+            )
             raise RuntimeError(f"{len(self.failed)} cell(s) of {self.out} failed: {ends}")
-        return {(o.cell.scenario, o.cell.algorithm, o.cell.seed): RunDirectory(o.run_dir) for o in self.outcomes if o.run_dir}
+        return {
+            (o.cell.scenario, o.cell.algorithm, o.cell.seed): RunDirectory(o.run_dir)
+            for o in self.outcomes
+            if o.run_dir
+        }
 
     @property
     def config(self) -> dict[str, Any]:
@@ -159,7 +165,9 @@ def execute(cells: Sequence[Cell], out: Path, backend: Backend, progress: Progre
         outcomes.append(outcome)
         _write_manifest(out, outcomes, len(cells))
         last_error_line = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else ""
-        progress.finished(cell.name, outcome.status, None if outcome.status == "skipped" else outcome.seconds, last_error_line)
+        progress.finished(
+            cell.name, outcome.status, None if outcome.status == "skipped" else outcome.seconds, last_error_line
+        )
     return outcomes
 
 
@@ -169,9 +177,15 @@ def _write_manifest(out: Path, outcomes: Sequence[Outcome], total: int) -> None:
         "cells_total": total,
         "cells": [
             {
-                "name": o.cell.name, "scenario": o.cell.scenario, "algorithm": o.cell.algorithm, "seed": o.cell.seed,
-                "keys": dict(o.cell.keys), "status": o.status, "seconds": round(o.seconds, 3),
-                "run_dir": str(o.run_dir) if o.run_dir else None, "error": o.error,
+                "name": o.cell.name,
+                "scenario": o.cell.scenario,
+                "algorithm": o.cell.algorithm,
+                "seed": o.cell.seed,
+                "keys": dict(o.cell.keys),
+                "status": o.status,
+                "seconds": round(o.seconds, 3),
+                "run_dir": str(o.run_dir) if o.run_dir else None,
+                "error": o.error,
             }
             for o in outcomes
         ],

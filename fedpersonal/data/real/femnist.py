@@ -48,7 +48,9 @@ def writer_samples(path: Path, user: str, count: int, data: Any) -> tuple[NDArra
             f"expected ({count}, 784) and ({count},) as num_samples says"
         )
     if count and (labels.min() < 0 or labels.max() >= len(CLASSES) or pixels.min() < 0 or pixels.max() > 1):
-        raise DataError(f"'{path}': user '{user}' has labels or pixels out of range; expected labels 0..61, pixels 0..1")
+        raise DataError(
+            f"'{path}': user '{user}' has labels or pixels out of range; expected labels 0..61, pixels 0..1"
+        )
     return np.rint(pixels * 255).astype(np.uint8).reshape(-1, 28, 28), labels
 
 

@@ -31,7 +31,9 @@ def class_files(path: Path) -> dict[str, list[Path]]:
     return files
 
 
-def load_imagefolder(path: Path, size: Sequence[int] | None = None, crop: int | None = None, gray: bool = False) -> ImageSet:
+def load_imagefolder(
+    path: Path, size: Sequence[int] | None = None, crop: int | None = None, gray: bool = False
+) -> ImageSet:
     """Every image of the tree at ``path`` with its class; groups = classes."""
     files = class_files(path)
     names = tuple(files)

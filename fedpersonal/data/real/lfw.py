@@ -33,11 +33,15 @@ def parse_pairs(path: Path, root: Path) -> tuple[list[tuple[Path, Path]], list[b
     """Image-path pairs, same-identity flags and folds of ``pairs.txt``, checked line by line."""
     lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
     if not lines or len(lines[0]) != 2 or not all(part.isdigit() for part in lines[0]):
-        raise DataError(f"'{path}' line 1: {lines[0] if lines else 'empty file'}; expected '<folds> <pairs per half>' like '10 300'")
+        raise DataError(
+            f"'{path}' line 1: {lines[0] if lines else 'empty file'}; expected '<folds> <pairs per half>' like '10 300'"
+        )
     folds, per_half = int(lines[0][0]), int(lines[0][1])
     expected = folds * 2 * per_half
     if len(lines) - 1 != expected:
-        raise DataError(f"'{path}' has {len(lines) - 1} pair lines; expected {folds} folds x 2 x {per_half} = {expected}")
+        raise DataError(
+            f"'{path}' has {len(lines) - 1} pair lines; expected {folds} folds x 2 x {per_half} = {expected}"
+        )
     pairs, same, fold_of = [], [], []
     for offset, parts in enumerate(lines[1:]):
         number = offset + 2
@@ -59,7 +63,9 @@ def parse_pairs(path: Path, root: Path) -> tuple[list[tuple[Path, Path]], list[b
     return pairs, same, fold_of
 
 
-def load_lfw(path: Path, size: Sequence[int] | None = None, crop: int | None = None, gray: bool = False) -> VerificationSet:
+def load_lfw(
+    path: Path, size: Sequence[int] | None = None, crop: int | None = None, gray: bool = False
+) -> VerificationSet:
     """The pairs of LFW's 10-fold protocol with their decoded images (labels = identities)."""
     root = image_root(path)
     pairs, same, folds = parse_pairs(require_file(path / "pairs.txt", LAYOUT), root)

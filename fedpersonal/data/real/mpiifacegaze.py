@@ -33,7 +33,7 @@ def _h5py() -> Any:
     except ImportError as error:
         raise DataError(
             "dataset 'mpiifacegaze' needs h5py to read MATLAB v7.3 files; "
-            "install the extra: pip install -e \".[mpiifacegaze]\" (or pip install h5py)"
+            'install the extra: pip install -e ".[mpiifacegaze]" (or pip install h5py)'
         ) from error
     return h5py
 
@@ -65,7 +65,10 @@ def read_participant(
                 )
             labels = np.asarray(label[:, :4], dtype=np.float32)
             images = np.concatenate(
-                [_convert(np.asarray(data[start : start + CHUNK], np.uint8), size, gray) for start in range(0, len(data), CHUNK)]
+                [
+                    _convert(np.asarray(data[start : start + CHUNK], np.uint8), size, gray)
+                    for start in range(0, len(data), CHUNK)
+                ]
             )
     except OSError as error:
         raise DataError(f"cannot read '{path}' ({error}); expected {LAYOUT}") from error

@@ -29,8 +29,7 @@ from fedpersonal.data.real.files import require_file
 from fedpersonal.metrics.angular import vector_to_pitchyaw
 
 LAYOUT = (
-    "the MPIIGaze root holding Data/Normalized/pXX/dayYY.mat (MATLAB v5 files with "
-    "data.left/right.image, gaze, pose)"
+    "the MPIIGaze root holding Data/Normalized/pXX/dayYY.mat (MATLAB v5 files with data.left/right.image, gaze, pose)"
 )
 SUBSET_DIR = Path("Evaluation Subset") / "sample list for eye image"
 EYE_SHAPE = (36, 60)

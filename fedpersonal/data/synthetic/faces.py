@@ -30,29 +30,62 @@ Params = dict[str, NDArray[np.float32]]
 
 # Identity parameters: uniform in [low, high]; coordinates span [-1, 1], y pointing down.
 IDENTITY_RANGES: dict[str, tuple[float, float]] = {
-    "head_w": (0.58, 0.74), "head_h": (0.78, 0.94), "jaw": (0.0, 0.5), "square": (0.0, 2.0),
+    "head_w": (0.58, 0.74),
+    "head_h": (0.78, 0.94),
+    "jaw": (0.0, 0.5),
+    "square": (0.0, 2.0),
     "skin": (0.35, 0.85),
-    "hair_tone": (0.05, 0.85), "hairline": (-0.78, -0.42), "hair_curve": (0.0, 0.7),
-    "hair_part": (-0.3, 0.3), "hair_volume": (0.0, 0.16), "hair_length": (-0.5, 1.0),
-    "fringe": (0.0, 1.0), "hair_stripes": (8.0, 22.0),
-    "brow_gap": (0.07, 0.14), "brow_thick": (0.025, 0.06), "brow_slant": (-0.35, 0.35),
-    "brow_dark": (0.35, 0.85), "brow_len": (0.1, 0.19),
-    "eye_sep": (0.19, 0.3), "eye_y": (-0.2, -0.06), "eye_w": (0.075, 0.125), "eye_h": (0.03, 0.06),
-    "eye_slant": (-0.25, 0.25), "iris_tone": (0.05, 0.5),
-    "nose_len": (0.16, 0.3), "nose_w": (0.05, 0.11), "mouth_gap": (0.08, 0.18),
-    "mouth_w": (0.12, 0.24), "lip_thick": (0.02, 0.05), "lip_tone": (-0.3, 0.05),
-    "mouth_curve": (-0.12, 0.12), "beard": (0.0, 1.0), "glasses": (0.0, 1.0), "ear": (0.06, 0.12),
-    "mole_x": (-0.45, 0.45), "mole_y": (-0.3, 0.55), "mole_dark": (-0.2, 0.35),
-    "mole2_x": (-0.45, 0.45), "mole2_y": (-0.3, 0.55), "mole2_dark": (-0.2, 0.35),
+    "hair_tone": (0.05, 0.85),
+    "hairline": (-0.78, -0.42),
+    "hair_curve": (0.0, 0.7),
+    "hair_part": (-0.3, 0.3),
+    "hair_volume": (0.0, 0.16),
+    "hair_length": (-0.5, 1.0),
+    "fringe": (0.0, 1.0),
+    "hair_stripes": (8.0, 22.0),
+    "brow_gap": (0.07, 0.14),
+    "brow_thick": (0.025, 0.06),
+    "brow_slant": (-0.35, 0.35),
+    "brow_dark": (0.35, 0.85),
+    "brow_len": (0.1, 0.19),
+    "eye_sep": (0.19, 0.3),
+    "eye_y": (-0.2, -0.06),
+    "eye_w": (0.075, 0.125),
+    "eye_h": (0.03, 0.06),
+    "eye_slant": (-0.25, 0.25),
+    "iris_tone": (0.05, 0.5),
+    "nose_len": (0.16, 0.3),
+    "nose_w": (0.05, 0.11),
+    "mouth_gap": (0.08, 0.18),
+    "mouth_w": (0.12, 0.24),
+    "lip_thick": (0.02, 0.05),
+    "lip_tone": (-0.3, 0.05),
+    "mouth_curve": (-0.12, 0.12),
+    "beard": (0.0, 1.0),
+    "glasses": (0.0, 1.0),
+    "ear": (0.06, 0.12),
+    "mole_x": (-0.45, 0.45),
+    "mole_y": (-0.3, 0.55),
+    "mole_dark": (-0.2, 0.35),
+    "mole2_x": (-0.45, 0.45),
+    "mole2_y": (-0.3, 0.55),
+    "mole2_dark": (-0.2, 0.35),
 }
 TEXTURE_WAVES = 3
 
 # Camera style: value = neutral + heterogeneity * spread * u, u ~ U(-1, 1) (or U(0, 1) if one-sided).
 CAMERA_SPREAD: dict[str, tuple[float, float, bool]] = {
-    "gamma": (1.0, 0.25, False), "contrast": (1.0, 0.2, False), "brightness": (0.0, 0.08, False),
-    "noise": (0.005, 0.025, True), "blur": (0.0, 0.5, True), "vignette": (0.0, 0.4, True),
-    "lowres": (0.0, 0.6, True), "pattern": (0.0, 0.02, True), "light_bias": (0.0, 0.6, True),
-    "light_azimuth": (0.0, np.pi, False), "background": (0.5, 0.2, False),
+    "gamma": (1.0, 0.25, False),
+    "contrast": (1.0, 0.2, False),
+    "brightness": (0.0, 0.08, False),
+    "noise": (0.005, 0.025, True),
+    "blur": (0.0, 0.5, True),
+    "vignette": (0.0, 0.4, True),
+    "lowres": (0.0, 0.6, True),
+    "pattern": (0.0, 0.02, True),
+    "light_bias": (0.0, 0.6, True),
+    "light_azimuth": (0.0, np.pi, False),
+    "background": (0.5, 0.2, False),
 }
 
 
@@ -76,7 +109,7 @@ def sample_identities(seed: int, namespace: int, group: int, count: int) -> Para
     rows = [np.random.default_rng([seed, namespace, group, k]).random(len(names) + waves) for k in range(count)]
     draws = np.asarray(rows, dtype=np.float32).reshape(count, -1)
     params = {name: low[i] + (high[i] - low[i]) * draws[:, i] for i, name in enumerate(names)}
-    texture = draws[:, len(names):].reshape(count, TEXTURE_WAVES, 4)
+    texture = draws[:, len(names) :].reshape(count, TEXTURE_WAVES, 4)
     params["wave_freq"] = 2.0 + 6.0 * texture[..., 0]
     params["wave_angle"] = np.pi * texture[..., 1]
     params["wave_phase"] = 2.0 * np.pi * texture[..., 2]
@@ -211,7 +244,12 @@ def _skin(c: _Canvas, p: Params, v: Params) -> NDArray[np.float32]:
     for side in (-1.0, 1.0):
         ex = x - side * eye_sep
         # Brows: a thick arc above each eye, raised by expression.
-        by = y - (eye_y - _col(p["brow_gap"]) - 0.05 * _col(v["brow_raise"])) + side * _col(p["brow_slant"]) * ex - 2.0 * ex**2
+        by = (
+            y
+            - (eye_y - _col(p["brow_gap"]) - 0.05 * _col(v["brow_raise"]))
+            + side * _col(p["brow_slant"]) * ex
+            - 2.0 * ex**2
+        )
         brow = np.exp(-((by / _col(p["brow_thick"])) ** 2)) * c.soft(_col(p["brow_len"]) - np.abs(ex + side * 0.02))
         albedo = albedo * (1.0 - _col(p["brow_dark"]) * brow)
         # Eyes: a sclera ellipse squinted by expression, a dark iris following the gaze.
@@ -263,9 +301,14 @@ def _hair(c: _Canvas, p: Params, v: Params, half_width, hy) -> tuple[NDArray[np.
     fringe = _col(p["fringe"]) > 0.7
     hairline = np.where(fringe, hairline + 0.18 * np.exp(-(x**2) / 0.08), hairline)
     volume = _col(p["hair_volume"])
-    radius = np.sqrt((c.x / (half_width + volume)) ** 2 + (np.clip(hy, None, 0.0) * _col(p["head_h"]) / (_col(p["head_h"]) + volume)) ** 2)
+    radius = np.sqrt(
+        (c.x / (half_width + volume)) ** 2
+        + (np.clip(hy, None, 0.0) * _col(p["head_h"]) / (_col(p["head_h"]) + volume)) ** 2
+    )
     top = c.soft((1.0 - radius) * 0.6) * c.soft(hairline - y)
-    back_radius = np.sqrt((c.x / (_col(p["head_w"]) + volume + 0.08)) ** 2 + ((c.y + 0.05) / (_col(p["head_h"]) + volume)) ** 2)
+    back_radius = np.sqrt(
+        (c.x / (_col(p["head_w"]) + volume + 0.08)) ** 2 + ((c.y + 0.05) / (_col(p["head_h"]) + volume)) ** 2
+    )
     back = c.soft((1.0 - back_radius) * 0.6) * c.soft(_col(p["hair_length"]) - c.y)
     strands = 0.06 * np.cos(_col(p["hair_stripes"]) * (x - 0.4 * _col(p["hair_part"])) + 3.0 * y)
     return back, top, _col(p["hair_tone"]) * (1.0 + strands)
@@ -341,7 +384,9 @@ def render_faces(p: Params, v: Params, cam: Params, size: int) -> NDArray[np.uin
     x, y = c.at_depth(0.0)
     image = background + 0.0 * hx
     for side in (-1.0, 1.0):  # ears, behind the head
-        ear = c.soft(_col(p["ear"]) - np.sqrt(((x - side * (half_width + 0.02)) / 0.6) ** 2 + (y - _col(p["eye_y"]) - 0.08) ** 2))
+        ear = c.soft(
+            _col(p["ear"]) - np.sqrt(((x - side * (half_width + 0.02)) / 0.6) ** 2 + (y - _col(p["eye_y"]) - 0.08) ** 2)
+        )
         image = _blend(image, ear, _col(p["skin"]) * 0.85 * shade)
     back, top, hair_tone = _hair(c, p, v, half_width, hy)
     image = _blend(image, back, hair_tone * shade)

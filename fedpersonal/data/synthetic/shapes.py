@@ -46,8 +46,17 @@ class ShapeStyle:
 
 
 DEFAULT_STYLE = ShapeStyle(
-    background=(0.2, 0.2, 0.25), foreground=(0.85, 0.8, 0.7), texture="plain", texture_on_shape=True,
-    texture_amount=0.0, texture_period=5.0, texture_angle=0.0, thickness=0.22, size=8.0, jitter=2.5, softness=1.0,
+    background=(0.2, 0.2, 0.25),
+    foreground=(0.85, 0.8, 0.7),
+    texture="plain",
+    texture_on_shape=True,
+    texture_amount=0.0,
+    texture_period=5.0,
+    texture_angle=0.0,
+    thickness=0.22,
+    size=8.0,
+    jitter=2.5,
+    softness=1.0,
 )
 
 
