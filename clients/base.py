@@ -38,7 +38,7 @@ def partition_of(context: Context, cfg: RunConfig) -> int:
 
 def server_round_of(msg: Message) -> int:
     """The round number the server put in the message's config (0 if absent)."""
-    return int(msg.content.config_records["config"].get("server-round", 0))
+    return int(msg.content.config_records["config"].get("server-round", 0))  # type: ignore[arg-type]
 
 
 def round_generator(cfg: RunConfig, partition_id: int, server_round: int) -> torch.Generator:

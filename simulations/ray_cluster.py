@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ray.cluster_utils import Cluster
 
@@ -28,7 +29,7 @@ def local_cluster(workers: int = 1, cpus_per_node: int = 1) -> Iterator[Cluster]
     """Start a head plus ``workers`` worker nodes; yields the ``Cluster`` (its ``address`` goes in
     ``RAY_ADDRESS``; ``remove_node`` takes a node away)."""
     os.environ.update(quiet_environment({}))
-    node_args = {"num_cpus": cpus_per_node, "node_ip_address": NODE_IP, "include_dashboard": False}
+    node_args: dict[str, Any] = {"num_cpus": cpus_per_node, "node_ip_address": NODE_IP, "include_dashboard": False}
     cluster = Cluster(initialize_head=True, head_node_args=node_args)
     try:
         for _ in range(workers):

@@ -1,4 +1,4 @@
-"""Benchmark results in the project's format (DESIGN §8): JSON + Markdown under benchmarks/results/."""
+"""Benchmark results in the project's format (docs/results.md): JSON + Markdown under benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def write_benchmark(
     notes: str = "",
     results_dir: Path = RESULTS_DIR,
 ) -> Path:
-    """Write ``<name>.json`` (DESIGN §8 rows) and ``<name>.md``; returns the JSON path."""
+    """Write ``<name>.json`` (rows as docs/results.md describes) and ``<name>.md``; returns the JSON path."""
     payload = {
         "name": name,
         "command": command,

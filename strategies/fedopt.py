@@ -192,8 +192,10 @@ class FedOptTorch(PseudoGradientFedAvg):
         optimizer_class = getattr(torch.optim, optimizer, None)
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
             raise ValueError(f"FedOptTorch: optimizer {optimizer!r} is not a torch.optim optimizer")
+        # A concrete optimizer takes ``lr`` and its own options (the base class's signature does not).
+        factory: Callable[..., torch.optim.Optimizer] = optimizer_class
 
         def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-            return optimizer_class(params, lr=eta, **extra)
+            return factory(params, lr=eta, **extra)
 
         super().__init__(make, **kwargs)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from logging import INFO
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from flwr.common import log
 
-from fedpersonal.adaptation.experts import ExpertSet, load_experts, train_experts
+from fedpersonal.adaptation.experts import ExpertSet, ServerDomains, load_experts, train_experts
 from fedpersonal.adaptation.imm import OMEGA_NORMS
 from fedpersonal.adaptation.importance import IMPORTANCE
 from fedpersonal.config import ConfigError, RunConfig, setting
@@ -60,7 +60,10 @@ def experts_for(cfg: RunConfig) -> ExpertSet:
             "expected task 'classify' or a file in 'dua.experts-path'"
         )
     start = time.monotonic()
-    experts = train_experts(task, cfg, settings.server_samples, settings.generic_epochs, settings.expert_epochs)
+    # A task with server data (ClassifyTask) also has the expert domains: the ServerDomains protocol.
+    experts = train_experts(
+        cast(ServerDomains, task), cfg, settings.server_samples, settings.generic_epochs, settings.expert_epochs
+    )
     log(
         INFO,
         "dua: trained a generic model and %d experts (%s) in %.1f s",

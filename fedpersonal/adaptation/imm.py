@@ -9,7 +9,8 @@ parameter that no expert finds important at all becomes 0, as there). Entries wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import torch
 
@@ -43,7 +44,8 @@ def imm_merge(experts: Sequence[State], omegas: Sequence[State], floor: float = 
         if name in omegas[0]:
             weights = [omega[name].to(first.dtype) for omega in omegas]
             total = torch.stack(weights).sum(dim=0).clamp_min(floor)
-            merged[name] = sum(w / total * v for w, v in zip(weights, values))
+            # At least one expert (check_omegas), so the sum is a tensor, never sum()'s start value 0.
+            merged[name] = cast(torch.Tensor, sum(w / total * v for w, v in zip(weights, values)))
         elif first.is_floating_point():
             merged[name] = torch.stack(values).mean(dim=0)
         else:
@@ -58,4 +60,4 @@ def max_normalized(omega: State) -> dict[str, torch.Tensor]:
     return {name: value / max(largest, FLOOR) for name, value in omega.items()}
 
 
-OMEGA_NORMS = {"none": dict, "max": max_normalized}
+OMEGA_NORMS: dict[str, Callable[[State], dict[str, torch.Tensor]]] = {"none": dict, "max": max_normalized}

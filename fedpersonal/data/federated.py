@@ -40,7 +40,7 @@ class DataRequest:
             dataset=cfg.dataset,
             path=cfg.data_path,
             options=tuple(sorted(options.items())),
-            partition=cfg.sections.get("partition", PartitionSettings()),
+            partition=cfg.section(PartitionSettings),
             num_clients=cfg.num_clients,
             test_fraction=cfg.test_fraction,
             seed=cfg.seed,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,7 +77,8 @@ def save_plot(rows: list[ClientStats], class_names: tuple[str, ...], path: Path,
     figure, axis = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 4.0))
     bottom = np.zeros(len(rows))
     if rows and rows[0].counts is not None:
-        counts = np.stack([row.counts for row in rows])
+        # client_stats gives counts to every row or to none
+        counts = np.stack([cast(NDArray[np.int64], row.counts) for row in rows])
         colors = plt.get_cmap("tab20" if counts.shape[1] <= 20 else "viridis")(np.linspace(0, 1, counts.shape[1]))
         for label in range(counts.shape[1]):
             axis.bar(clients, counts[:, label], bottom=bottom, color=colors[label], label=class_names[label])

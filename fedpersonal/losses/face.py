@@ -1,6 +1,6 @@
 """Face objectives: CosFace, FedFR's DFC binary loss and MOON contrastive term, hard negatives.
 
-Conventions follow DESIGN §4 (FedFR, Liu et al., AAAI 2022):
+Conventions follow FedFR (Liu et al., AAAI 2022; docs/algorithms/fedfr.md):
 
 * CosFace (Wang et al., 2018): logits ``s * (cos_j - m [j = y])``, cross-entropy.
 * DFC: ``g(x) = 2((x + 1) / 2)^3 - 1``; ``z_j = r (g(cos_j) - m) + b_j`` for the true class and

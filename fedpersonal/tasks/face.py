@@ -25,10 +25,11 @@ Metrics (:mod:`fedpersonal.metrics.face`):
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import torch
@@ -303,10 +304,14 @@ class ImageFolderFaces:
 # prepare() (server, before training); client(seed, settings, heterogeneity, test_fraction,
 # client) -> ClientData of (images uint8 (N, 1, S, S), labels 0..K-1); public(seed, settings,
 # heterogeneity) -> (images, labels 0..P-1); verification(seed, settings, heterogeneity) -> VerificationPairs.
-FACE_DATASETS = {"synthetic": SyntheticFaces, "imagefolder": ImageFolderFaces}
+FACE_DATASETS: dict[str, type[SyntheticFaces] | type[ImageFolderFaces]] = {
+    "synthetic": SyntheticFaces,
+    "imagefolder": ImageFolderFaces,
+}
+FaceSource = type[SyntheticFaces] | ImageFolderFaces  # what `from_config` gives
 
 
-def face_source(cfg: RunConfig) -> type[SyntheticFaces] | ImageFolderFaces:
+def face_source(cfg: RunConfig) -> FaceSource:
     """The face data source of run ``cfg`` (a ConfigError names an unknown ``dataset``)."""
     require_choice("dataset", cfg.dataset, tuple(FACE_DATASETS))
     return FACE_DATASETS[cfg.dataset].from_config(cfg)
@@ -314,7 +319,7 @@ def face_source(cfg: RunConfig) -> type[SyntheticFaces] | ImageFolderFaces:
 
 @lru_cache(maxsize=4)
 def pretrain(
-    source: type, seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int
+    source: FaceSource, seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int
 ) -> tuple[dict, torch.Tensor]:
     """The server's generic model: CosFace (s=10, m=0.2) on the public identities, seeded.
 
@@ -357,7 +362,8 @@ class FaceTask(Task):
         return self.cfg.seed, self.settings, self.cfg.heterogeneity
 
     def _pretrained(self) -> tuple[dict, torch.Tensor]:
-        return pretrain(self.source, *self._data_key(), self.cfg.batch_size)
+        # Both kinds of source hash (a class; a frozen dataclass); mypy does not count a class as Hashable.
+        return pretrain(cast(Hashable, self.source), *self._data_key(), self.cfg.batch_size)
 
     def build_model(self) -> nn.Module:
         """A new, randomly initialised :class:`FaceEmbeddingNet`."""
@@ -419,8 +425,8 @@ class FaceTask(Task):
             fm.open_set_scores(templates[half], identities[half], probes, probe_ids)
             for half in (slice(0, None, 2), slice(1, None, 2))
         ]
-        pooled = [np.concatenate(parts) for parts in zip(*results)]
-        tpir = fm.tpir_at_fpir(*pooled, fpirs)
+        mated_scores, mated_correct, nonmated_scores = (np.concatenate(parts) for parts in zip(*results))
+        tpir = fm.tpir_at_fpir(mated_scores, mated_correct, nonmated_scores, fpirs)
         return {
             **{fm.rate_key("tar@far", far): value for far, value in tar.items()},
             **{fm.rate_key("tpir@fpir", fpir): value for fpir, value in tpir.items()},

@@ -1,6 +1,6 @@
 """The matrix report: one row per scenario x algorithm x metric, as CSV and Markdown.
 
-A row is :func:`simulations.reporting.benchmark_row` (the DESIGN §8 format) plus ``scenario``:
+A row is :func:`simulations.reporting.benchmark_row` (the format of docs/results.md) plus ``scenario``:
 ``mean`` / ``std`` (population std, ddof 0) over seeds of the final global metric (the
 example-weighted mean over clients that the strategy aggregates), ``worst_client`` and
 ``worst10_mean`` of the final per-client values, each averaged over seeds.

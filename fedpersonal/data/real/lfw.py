@@ -53,7 +53,7 @@ def parse_pairs(path: Path, root: Path) -> tuple[list[tuple[Path, Path]], list[b
             raise DataError(f"'{path}' line {number}: {' '.join(parts)!r}; expected a {kind} pair")
         names = (parts[0], parts[0]) if matched else (parts[0], parts[2])
         numbers = (parts[1], parts[2]) if matched else (parts[1], parts[3])
-        files = tuple(image_path(root, n, k) for n, k in zip(names, numbers))
+        files = (image_path(root, names[0], numbers[0]), image_path(root, names[1], numbers[1]))
         for file in files:
             if not file.is_file():
                 raise DataError(f"'{path}' line {number} names '{file}', which does not exist; expected {LAYOUT}")

@@ -34,6 +34,7 @@ LAYOUT = (
 SUBSET_DIR = Path("Evaluation Subset") / "sample list for eye image"
 EYE_SHAPE = (36, 60)
 _PARTICIPANT = re.compile(r"p\d+")
+Eye = tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]  # images, gaze, pose of one eye
 
 
 def participant_dirs(root: Path) -> list[Path]:
@@ -59,7 +60,7 @@ def _field(struct: Any, name: str, path: Path, where: str) -> Any:
     return getattr(struct, name)
 
 
-def _eye(data: Any, side: str, path: Path) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+def _eye(data: Any, side: str, path: Path) -> Eye:
     """Images, gaze (pitch, yaw) and pose (pitch, yaw) of one eye, mirrored if it is the right one."""
     eye = _field(data, side, path, "data")
     images = np.asarray(_field(eye, "image", path, f"data.{side}"))
@@ -82,7 +83,7 @@ def _eye(data: Any, side: str, path: Path) -> tuple[NDArray[np.uint8], NDArray[n
     return np.ascontiguousarray(images), gaze, pose
 
 
-def read_day(path: Path) -> tuple[dict[str, tuple[NDArray[Any], ...]], NDArray[np.str_]]:
+def read_day(path: Path) -> tuple[dict[str, Eye], NDArray[np.str_]]:
     """Both eyes of one day file and its per-sample file names."""
     try:
         mat = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)
@@ -113,7 +114,7 @@ def _subset_rows(root: Path, participant: str) -> list[tuple[str, str, str]]:
 
 
 def _select(
-    days: dict[str, tuple[dict[str, tuple[NDArray[Any], ...]], NDArray[np.str_]]],
+    days: dict[str, tuple[dict[str, Eye], NDArray[np.str_]]],
     rows: list[tuple[str, str, str]],
     where: Path,
 ) -> tuple[NDArray[Any], ...]:

@@ -15,6 +15,7 @@ samples and deterministic given ``(seed, user_id)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,7 +94,8 @@ def sample_user(user_id: int, seed: int, heterogeneity: float = 1.0) -> EyeUser:
     )
 
 
-def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
+def _sigmoid(x: NDArray[np.floating[Any]]) -> NDArray[np.floating[Any]]:
+    """Logistic function; keeps the dtype (float32 here, which numpy's stubs cannot follow)."""
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 

@@ -19,6 +19,7 @@ identity looks the same whichever batch it is rendered in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +28,9 @@ CLIENT, PUBLIC, UNSEEN = 1, 2, 3  # identity namespaces
 _CAMERA, _IMAGES, _COUNT = 10, 11, 12  # stream tags
 
 Params = dict[str, NDArray[np.float32]]
+# Rendering intermediates: float32 at run time (float32 arrays times Python floats stay float32), which
+# numpy's stubs cannot follow through the arithmetic.
+Floats = NDArray[np.floating[Any]]
 
 # Identity parameters: uniform in [low, high]; coordinates span [-1, 1], y pointing down.
 IDENTITY_RANGES: dict[str, tuple[float, float]] = {
@@ -168,7 +172,7 @@ def sample_variations(rng: np.random.Generator, n: int) -> Params:
     }
 
 
-def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
+def _sigmoid(x: Floats) -> Floats:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -176,17 +180,18 @@ def _col(values: NDArray) -> NDArray[np.float32]:
     return np.asarray(values, dtype=np.float32)[:, None, None]
 
 
-def _blend(image: NDArray[np.float32], alpha: NDArray[np.float32], value) -> NDArray[np.float32]:
+def _blend(image: Floats, alpha: Floats, value) -> Floats:
     return image * (1.0 - alpha) + alpha * value
 
 
-def _box_blur(image: NDArray[np.float32]) -> NDArray[np.float32]:
+def _box_blur(image: Floats) -> Floats:
     size = image.shape[-1]
     padded = np.pad(image, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    return sum(padded[:, i : i + size, j : j + size] for i in range(3) for j in range(3)) / 9.0
+    total = sum(padded[:, i : i + size, j : j + size] for i in range(3) for j in range(3))  # nine arrays: an array
+    return cast(Floats, total) / 9.0
 
 
-def _low_resolution(image: NDArray[np.float32]) -> NDArray[np.float32]:
+def _low_resolution(image: Floats) -> Floats:
     n, size, _ = image.shape
     half = image[:, : size // 2 * 2, : size // 2 * 2].reshape(n, size // 2, 2, size // 2, 2).mean((2, 4))
     up = np.repeat(np.repeat(half, 2, axis=1), 2, axis=2)
@@ -207,16 +212,16 @@ class _Canvas:
         self.sin_yaw, self.cos_yaw = _col(np.sin(v["yaw"])), _col(np.cos(v["yaw"]))
         self.sin_pitch, self.cos_pitch = _col(np.sin(v["pitch"])), _col(np.cos(v["pitch"]))
 
-    def at_depth(self, depth: float) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    def at_depth(self, depth: float) -> tuple[Floats, Floats]:
         """Coordinates on the face surface at ``depth`` (turning shifts nearer parts further)."""
         return (self.x - depth * self.sin_yaw) / self.cos_yaw, (self.y - depth * self.sin_pitch) / self.cos_pitch
 
-    def soft(self, distance: NDArray[np.float32]) -> NDArray[np.float32]:
+    def soft(self, distance: Floats) -> Floats:
         """Anti-aliased inside test: > 0 inside."""
         return _sigmoid(distance * self.sharp)
 
 
-def _head(c: _Canvas, p: Params) -> tuple[NDArray[np.float32], ...]:
+def _head(c: _Canvas, p: Params) -> tuple[Floats, ...]:
     """Head mask, head-normalised coordinates (hx, hy) and the head's half width per row."""
     x, y = c.at_depth(0.1)
     hy = y / _col(p["head_h"])
@@ -228,7 +233,7 @@ def _head(c: _Canvas, p: Params) -> tuple[NDArray[np.float32], ...]:
     return c.soft((1.0 - radius) * _col(p["head_w"])), hx, hy, half_width
 
 
-def _skin(c: _Canvas, p: Params, v: Params) -> NDArray[np.float32]:
+def _skin(c: _Canvas, p: Params, v: Params) -> Floats:
     """Albedo of the face surface: skin, private texture, brows, eyes, nose, mouth, beard."""
     x, y = c.at_depth(0.35)
     albedo = _col(p["skin"]) + 0.0 * x
@@ -292,7 +297,7 @@ def _skin(c: _Canvas, p: Params, v: Params) -> NDArray[np.float32]:
     return albedo
 
 
-def _hair(c: _Canvas, p: Params, v: Params, half_width, hy) -> tuple[NDArray[np.float32], ...]:
+def _hair(c: _Canvas, p: Params, v: Params, half_width, hy) -> tuple[Floats, ...]:
     """Alpha of the hair behind the head (its length frames the face), alpha of the hair on top
     of the head (above the hairline, with an optional fringe), and the hair's albedo."""
     x, y = c.at_depth(0.3)
@@ -314,7 +319,7 @@ def _hair(c: _Canvas, p: Params, v: Params, half_width, hy) -> tuple[NDArray[np.
     return back, top, _col(p["hair_tone"]) * (1.0 + strands)
 
 
-def _glasses(c: _Canvas, p: Params, v: Params) -> NDArray[np.float32]:
+def _glasses(c: _Canvas, p: Params, v: Params) -> Floats:
     """Frame alpha for identities who wear glasses (sometimes taken off)."""
     x, y = c.at_depth(0.45)
     wears = (_col(p["glasses"]) > 0.8) & (_col(v["glasses_off"]) > 0.15)
@@ -326,7 +331,7 @@ def _glasses(c: _Canvas, p: Params, v: Params) -> NDArray[np.float32]:
     return np.maximum(frame, bridge) * wears
 
 
-def _occlusion(c: _Canvas, p: Params, v: Params) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+def _occlusion(c: _Canvas, p: Params, v: Params) -> tuple[Floats, Floats]:
     """Alpha and tone of 1: sunglasses, 2: a mask over mouth and nose, 3: a patch (hand, object)."""
     x, y = c.at_depth(0.45)
     kind = _col(v["occlusion"])
@@ -341,7 +346,7 @@ def _occlusion(c: _Canvas, p: Params, v: Params) -> tuple[NDArray[np.float32], N
     return alpha, tone
 
 
-def _shading(c: _Canvas, hx, hy, v: Params, cam: Params) -> NDArray[np.float32]:
+def _shading(c: _Canvas, hx, hy, v: Params, cam: Params) -> Floats:
     """Lambert shading of an ellipsoid head lit from the image's light direction."""
     azimuth = _col(v["light_azimuth"])
     bias = _col(cam["light_bias"])
@@ -357,7 +362,7 @@ def _shading(c: _Canvas, hx, hy, v: Params, cam: Params) -> NDArray[np.float32]:
     return ambient + (1.0 - ambient) * lambert * 1.2
 
 
-def _camera(c: _Canvas, image, v: Params, cam: Params) -> NDArray[np.float32]:
+def _camera(c: _Canvas, image, v: Params, cam: Params) -> Floats:
     """Apply the camera: resolution loss, blur, vignetting, tone curve, noise, fixed pattern."""
     size = image.shape[-1]
     image = _blend(image, _col(cam["lowres"]), _low_resolution(image))

@@ -25,7 +25,7 @@ NUM_CLASSES = len(CLASS_NAMES)
 TEXTURES = ("plain", "stripes", "checker", "grain")
 MIN_CONTRAST = 0.3
 _GRID = np.arange(SIZE, dtype=np.float32)
-Field = NDArray[np.float32]
+Field = NDArray[np.float64]  # shape coordinates and signed distances (float64: the random centres are)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ def _luminance(rgb: NDArray[np.float64]) -> float:
     return float(rgb @ np.array([0.299, 0.587, 0.114]))
 
 
+def _rgb(values: NDArray[np.float64]) -> tuple[float, float, float]:
+    return float(values[0]), float(values[1]), float(values[2])
+
+
 def _palette(rng: np.random.Generator, h: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Background and foreground colours, moved from the default by ``h``, with enough contrast."""
     background = np.array(DEFAULT_STYLE.background) + h * (rng.uniform(0, 1, 3) - DEFAULT_STYLE.background)
@@ -82,8 +86,8 @@ def sample_style(source: int, seed: int, heterogeneity: float = 1.0) -> ShapeSty
     background, foreground = _palette(rng, h)
     d = DEFAULT_STYLE
     return ShapeStyle(
-        background=tuple(float(v) for v in background),
-        foreground=tuple(float(v) for v in foreground),
+        background=_rgb(background),
+        foreground=_rgb(foreground),
         texture=str(rng.choice(TEXTURES)) if h > 0 else "plain",
         texture_on_shape=bool(rng.random() < 0.5),
         texture_amount=float(h * rng.uniform(0.1, 0.35)),
@@ -125,7 +129,7 @@ SHAPES: tuple[Callable[[Field, Field, float], Field], ...] = (
 )
 
 
-def _texture(style: ShapeStyle, rng: np.random.Generator, n: int) -> Field:
+def _texture(style: ShapeStyle, rng: np.random.Generator, n: int) -> NDArray[np.float32]:
     """(n, SIZE, SIZE) multiplicative texture around 1 (random phase per sample)."""
     if style.texture == "plain" or style.texture_amount == 0:
         return np.ones((n, SIZE, SIZE), np.float32)
