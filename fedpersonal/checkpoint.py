@@ -9,18 +9,26 @@ client may save round r+1 before the server's checkpoint of round r+1 is written
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from flwr.app import RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
+from numpy.typing import NDArray
 
 CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read safely (damaged, or holding more than tensors and plain data)."""
+
+
 CLIENT_STATE_DIR = "client-state"
 _STATE_FILE = re.compile(r"^(?P<partition>\d+)\.r(?P<round>\d+)\.bin$")
 
@@ -32,14 +40,33 @@ def _atomic_write(target: Path, payload: bytes) -> None:
 
 
 def rng_states() -> dict[str, Any]:
-    """The states of Python's, NumPy's and torch's global generators."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The states of Python's, NumPy's and torch's global generators, as tensors, numbers and
+    strings only (so that a checkpoint loads with ``torch.load(weights_only=True)``)."""
+    version, python_state, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = cast(
+        tuple[str, NDArray[np.uint32], int, int, float], np.random.get_state()
+    )
+    return {
+        "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has-gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
     """Restore what :func:`rng_states` captured."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    python, numpy_state = states["python"], states["numpy"]
+    random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss"]))
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (numpy_state["kind"], keys, numpy_state["position"], numpy_state["has-gauss"], numpy_state["cached"])
+    )
     torch.set_rng_state(states["torch"])
 
 
@@ -58,7 +85,10 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     target = Path(run_dir) / CHECKPOINT
     if not target.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {target} does not exist")
-    return torch.load(target, weights_only=False)
+    try:
+        return torch.load(target, weights_only=True)  # tensors and plain data only: nothing in it runs
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(f"cannot load the checkpoint '{target}': {error}") from error
 
 
 def save_client_state(run_dir: Path, partition_id: int, server_round: int, state: RecordDict) -> None:

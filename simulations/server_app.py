@@ -21,7 +21,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-from fedpersonal.checkpoint import load_checkpoint, restore_rng_states
+from fedpersonal.checkpoint import CheckpointError, load_checkpoint, restore_rng_states
 from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.model_pool import seeded_model
@@ -112,7 +112,10 @@ def resume_from(cfg: RunConfig, strategy: Strategy) -> tuple[RunDirectory, Array
             f"run config key 'resume' = {cfg.resume!r}: the run was started with different values for {changed}; "
             f"expected the same config (only {sorted(RESUMABLE_CHANGES)} may change)"
         )
-    checkpoint = load_checkpoint(run_dir.path)
+    try:
+        checkpoint = load_checkpoint(run_dir.path)
+    except (OSError, CheckpointError) as error:
+        raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: {error}") from error
     done = int(checkpoint["round"])
     load_strategy_state = getattr(strategy, "load_state_dict", None)
     if callable(load_strategy_state):

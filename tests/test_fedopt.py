@@ -192,7 +192,7 @@ def test_optimizer_state_carries_across_rounds_and_through_a_checkpoint(grid):
 
     restored = ours(name, **section)
     buffer.seek(0)
-    restored.load_state_dict(torch.load(buffer, weights_only=False))  # before any configure_train
+    restored.load_state_dict(torch.load(buffer, weights_only=True))  # before any configure_train
     np.testing.assert_allclose(second_round(restored), continuous[1], rtol=1e-6)
     fresh = second_round(ours(name, **section))  # without the moments the step differs
     assert not np.allclose(fresh, continuous[1], rtol=1e-4)
@@ -324,7 +324,7 @@ def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeyp
     }
     full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
     crashed = crash_in_round(monkeypatch, {**config, "results-dir": str(tmp_path / "crashed")}, 2)
-    saved = torch.load(crashed / CHECKPOINT, weights_only=False)["strategy"]
+    saved = torch.load(crashed / CHECKPOINT, weights_only=True)["strategy"]
     assert saved["optimizer"]["state"][0]["step"] == 1 and saved["optimizer"]["state"][0]["v"].abs().sum() > 0
 
     resumed, _ = run_inprocess({**config, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed)})

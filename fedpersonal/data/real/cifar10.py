@@ -3,6 +3,9 @@
 Each batch is a pickle of a dict with ``data`` (10000, 3072) uint8 (1024 red, 1024 green, 1024
 blue values of a 32x32 image, row-major) and ``labels`` (10000 ints in 0..9); ``batches.meta``
 names the classes. Keys are bytes in the original Python 2 pickles; str keys are accepted too.
+The pickles are read by :class:`SafeUnpickler`, which builds only the builtins and NumPy arrays the
+real files hold: a file that asks for anything else (a function to call, say) is refused with a
+DataError naming it, and nothing of it runs.
 """
 
 from __future__ import annotations
@@ -24,12 +27,39 @@ SPLITS["all"] = SPLITS["train"] + SPLITS["test"]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+# The globals a CIFAR-10 pickle may name: how NumPy (1.x and 2.x) pickles an ndarray and its dtype,
+# and how Python 3 writes bytes into a protocol-2 pickle (_codecs.encode(text, "latin1")).
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+)
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`ALLOWED_GLOBALS` (plain containers, numbers, strings
+    and bytes need no global); anything else raises UnpicklingError before it could run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """The allowed NumPy global ``module.name``; an UnpicklingError for any other."""
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global '{module}.{name}' (not an array or dtype)")
+        return super().find_class(module, name)
+
+
 def read_pickle(path: Path) -> dict[str, Any]:
-    """A CIFAR pickle as a dict with str keys; a DataError if it is truncated or not a dict."""
+    """A CIFAR pickle as a dict with str keys; a DataError if it is truncated, not a dict, or asks
+    for anything but arrays."""
     require_file(path, LAYOUT)
     try:
         with path.open("rb") as file:
-            content = pickle.load(file, encoding="bytes")
+            content = SafeUnpickler(file, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
         raise DataError(f"cannot unpickle '{path}' ({type(error).__name__}: {error}); expected {LAYOUT}") from error
     if not isinstance(content, dict):
