@@ -12,6 +12,7 @@ no round aggregated anything, or no evaluation succeeded, raises :class:`RunFail
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,19 +27,25 @@ from flwr.serverapp.strategy import Strategy
 from fedpersonal.checkpoint import save_checkpoint
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.results import RunDirectory
+from simulations.replies import check_replies
 
 
 class RunFailedError(RuntimeError):
     """The run learned nothing: no round aggregated replies, or every evaluation failed."""
 
 
-def client_rows(server_round: int, phase: str, replies: Iterable[Message]) -> list[dict[str, Any]]:
-    """One row per reply: its metrics and info (e.g. the Ray node), or its error."""
+def client_rows(
+    server_round: int, phase: str, replies: Iterable[Message], rejected: Mapping[int, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per reply: its metrics and info (e.g. the Ray node), its error, or why it was rejected."""
     rows = []
     for msg in replies:
-        row: dict[str, Any] = {"round": server_round, "phase": phase, "node-id": msg.metadata.src_node_id}
+        node = msg.metadata.src_node_id
+        row: dict[str, Any] = {"round": server_round, "phase": phase, "node-id": node}
         if msg.has_error():
             row["error"] = msg.error.reason
+        elif rejected and node in rejected:
+            row["rejected"] = rejected[node]
         else:
             row.update(dict(msg.content.metric_records["metrics"]))
             if "info" in msg.content.config_records:
@@ -63,6 +70,21 @@ class LoopSettings:
     min_train_replies: int = 1
     resume_round: int = 0
     message_config: Mapping[str, int | float | str | bool] = field(default_factory=dict)
+    max_examples: float = math.inf  # the most samples a client can hold: larger num-examples are rejected
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One round's traffic: the checked replies to aggregate, a row per reply, what was lost."""
+
+    accepted: list[Message]
+    rows: list[dict[str, Any]]
+    missing: int  # sent, but no reply within the round timeout
+    rejected: int  # replies that failed the checks of simulations.replies
+
+
+def _phase(train: bool) -> str:
+    return "train" if train else "evaluate"
 
 
 class RoundLoop:
@@ -89,24 +111,29 @@ class RoundLoop:
         if not self.first_error:
             self.first_error = next((f"node {row['node-id']}: {row['error']}" for row in rows if "error" in row), "")
 
-    def _exchange(self, messages: Iterable[Message]) -> tuple[list[Message], int]:
-        """Replies that arrived within the round timeout, and how many did not."""
+    def _exchange(self, server_round: int, messages: Iterable[Message], train: bool) -> Exchange:
+        """Replies that arrived within the round timeout, how many did not, and the checked ones."""
         sent = list(messages)
         replies = list(self.grid.send_and_receive(messages=sent, timeout=self.settings.round_timeout_s))
-        return replies, len(sent) - len(replies)
+        custom = getattr(self.strategy, "check_reply", None) if train else None
+        accepted, rejected = check_replies(sent, replies, self.settings.max_examples, train, custom)
+        for node, reason in sorted(rejected.items()):
+            log(WARNING, "round %d: rejected the %s reply of node %d: %s", server_round, _phase(train), node, reason)
+        rows = client_rows(server_round, _phase(train), replies, rejected)
+        self._note_errors(rows)
+        return Exchange(accepted, rows, len(sent) - len(replies), len(rejected))
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Federated evaluation of ``arrays``: aggregated metrics and per-client rows."""
         messages = self.strategy.configure_evaluate(server_round, arrays, self._config(server_round), self.grid)
-        replies, missing = self._exchange(messages)
-        rows = client_rows(server_round, "evaluate", replies)
-        self._note_errors(rows)
-        valid = [msg for msg in replies if not msg.has_error()]
-        aggregated = self.strategy.aggregate_evaluate(server_round, replies) if valid else None
+        exchange = self._exchange(server_round, messages, train=False)
+        rows = exchange.rows
+        aggregated = self.strategy.aggregate_evaluate(server_round, exchange.accepted) if exchange.accepted else None
         self.evaluations += 1
-        self.good_evaluations += bool(valid)
+        self.good_evaluations += bool(exchange.accepted)
         summary: dict[str, Any] = {f"global-{k}": v for k, v in dict(aggregated or {}).items()}
-        summary["evaluate-timeouts"] = missing
+        summary["evaluate-timeouts"] = exchange.missing
+        summary["evaluate-rejected"] = exchange.rejected
         for metric in (self.settings.metric, f"personalized-{self.settings.metric}"):
             values = [row[metric] for row in rows if metric in row]
             if values:
@@ -121,22 +148,26 @@ class RoundLoop:
         With fewer than ``min_train_replies`` good replies the round keeps ``arrays``.
         """
         messages = self.strategy.configure_train(server_round, arrays, self._config(server_round), self.grid)
-        replies, missing = self._exchange(messages)
-        rows = client_rows(server_round, "train", replies)
-        self._note_errors(rows)
+        exchange = self._exchange(server_round, messages, train=True)
+        rows = exchange.rows
         failures = sum(1 for row in rows if "error" in row)
-        summary: dict[str, Any] = {"failures": failures, "timeouts": missing, "skipped": False}
-        if len(replies) - failures < self.settings.min_train_replies:
+        summary: dict[str, Any] = {
+            "failures": failures,
+            "rejected": exchange.rejected,
+            "timeouts": exchange.missing,
+            "skipped": False,
+        }
+        if len(exchange.accepted) < self.settings.min_train_replies:
             log(
                 WARNING,
                 "round %d: %d good replies < min-train-replies=%d; keeping the previous model",
                 server_round,
-                len(replies) - failures,
+                len(exchange.accepted),
                 self.settings.min_train_replies,
             )
             summary["skipped"] = True
             return arrays, summary, rows
-        new_arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        new_arrays, metrics = self.strategy.aggregate_train(server_round, exchange.accepted)
         if new_arrays is None:
             summary["skipped"] = True
             return arrays, summary, rows
@@ -197,7 +228,7 @@ def progress_line(row: dict[str, Any], num_rounds: int, metric: str) -> str:
     if value is not None:
         worst = row.get(f"worst-client-{metric}")
         parts.append(f"global {metric} {value:.3f}" + (f" (worst client {worst:.3f})" if worst is not None else ""))
-    dropped = row.get("failures", 0) + row.get("timeouts", 0)
+    dropped = row.get("failures", 0) + row.get("timeouts", 0) + row.get("rejected", 0)
     if dropped:
         parts.append(f"{dropped} client(s) dropped" + (", round skipped" if row.get("skipped") else ""))
     return " | ".join(parts)

@@ -151,6 +151,7 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
     settings = LoopSettings(
         task.metric, task.better, cfg.round_timeout_s, cfg.min_train_replies, resume_round=done,
         message_config={"lr": cfg.lr, "local-epochs": cfg.local_epochs, "batch-size": cfg.batch_size},
+        max_examples=task.max_examples(),
     )  # fmt: skip
     final = RoundLoop(strategy, grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
     run_dir.save_model(final.to_torch_state_dict())

@@ -61,6 +61,11 @@ class Task(ABC):
         Bad data then stops the run before training; tasks on embedded data need nothing here.
         """
 
+    def max_examples(self) -> int:
+        """The most samples one client of the run can hold: the server rejects a reply claiming more
+        (default: ``samples-per-client``, the size of a user of an embedded generator)."""
+        return self.cfg.samples_per_client
+
     @abstractmethod
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Mean training loss of ``model`` on one batch."""

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from fedpersonal.config import ConfigError, RunConfig, require_choice, setting
 from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.corruptions import CORRUPTIONS, corrupt
-from fedpersonal.data.federated import DataRequest, client_split, prepare
+from fedpersonal.data.federated import DataRequest, client_split, federated, prepare
 from fedpersonal.data.real.digits import load_digits
 from fedpersonal.data.synthetic import shapes
 from fedpersonal.models.cnn import SmallCNN
@@ -261,6 +261,12 @@ class ClassifyTask(Task):
         if len(samples[0]) < 2:
             raise ValueError(f"client {partition_id} has {len(samples[0])} samples of {domain.name}; expected >= 2")
         return split_train_test(samples, cfg.test_fraction)
+
+    def max_examples(self) -> int:
+        """``samples-per-client`` for drawn users; the whole dataset's size for a partitioned one."""
+        if self.cfg.dataset in PARTITIONED:
+            return len(federated(partition_request(self.cfg))[0])
+        return self.cfg.samples_per_client
 
     def expert_domains(self) -> list[Domain]:
         """The domains DUA's server trains one expert each for (= the users' domains)."""

@@ -387,6 +387,13 @@ class FaceTask(Task):
         seed, settings, heterogeneity = self._data_key()
         return self.source.client(seed, settings, heterogeneity, self.cfg.test_fraction, partition_id)
 
+    def max_examples(self) -> int:
+        """A client's own images plus every public image (FedFR counts its hard negatives)."""
+        if isinstance(self.source, ImageFolderFaces):
+            return len(federated(self.source.request)[0])
+        s = self.settings
+        return s.identities_max * s.images_per_identity + s.public_identities * s.public_images_per_identity
+
     def local_epochs(self, server_round: int) -> int:
         """Local epochs of round ``server_round`` (1-based): first, then fewer, down to a floor."""
         s = self.settings

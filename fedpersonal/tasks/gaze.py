@@ -22,7 +22,7 @@ from torch import nn
 
 from fedpersonal.config import RunConfig, require_choice, setting
 from fedpersonal.data.containers import GazeSet
-from fedpersonal.data.federated import DataRequest, client_split, prepare, unseen_split
+from fedpersonal.data.federated import DataRequest, client_split, federated, prepare, unseen_split
 from fedpersonal.data.partition import test_count
 from fedpersonal.data.synthetic.eyes import HEIGHT, WIDTH, GazeSamples, generate_user
 from fedpersonal.metrics.angular import angular_error_deg
@@ -115,6 +115,11 @@ class GazeTask(Task):
             return _real_data(client_split(request, partition_id))
         cfg = self.cfg
         return _user_data(partition_id, cfg.samples_per_client, cfg.seed, cfg.heterogeneity, cfg.test_fraction)
+
+    def max_examples(self) -> int:
+        """``samples-per-client`` for the generator; the whole dataset's size for real data."""
+        request = self.data_request()
+        return self.cfg.samples_per_client if request is None else len(federated(request)[0])
 
     def unseen_user_data(self, index: int) -> ClientData:
         """Data of an unseen user (never a client): a generator user or a left-over participant."""
