@@ -22,6 +22,8 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 from numpy.typing import NDArray
 
+from fedpersonal.storage import atomic_write
+
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -31,12 +33,6 @@ class CheckpointError(ValueError):
 
 CLIENT_STATE_DIR = "client-state"
 _STATE_FILE = re.compile(r"^(?P<partition>\d+)\.r(?P<round>\d+)\.bin$")
-
-
-def _atomic_write(target: Path, payload: bytes) -> None:
-    temp = target.with_name(target.name + ".tmp")
-    temp.write_bytes(payload)
-    temp.replace(target)
 
 
 def rng_states() -> dict[str, Any]:
@@ -74,10 +70,8 @@ def save_checkpoint(
     run_dir: Path, server_round: int, model_state: dict[str, torch.Tensor], strategy_state: dict[str, Any]
 ) -> None:
     """Write ``checkpoint.pt`` (replacing the previous one atomically)."""
-    target = Path(run_dir) / CHECKPOINT
-    temp = target.with_name(target.name + ".tmp")
-    torch.save({"round": server_round, "model": model_state, "strategy": strategy_state, "rng": rng_states()}, temp)
-    temp.replace(target)
+    payload = {"round": server_round, "model": model_state, "strategy": strategy_state, "rng": rng_states()}
+    atomic_write(Path(run_dir) / CHECKPOINT, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
@@ -94,8 +88,9 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
 def save_client_state(run_dir: Path, partition_id: int, server_round: int, state: RecordDict) -> None:
     """Persist one client's state after ``server_round``; keep its newest two files."""
     folder = Path(run_dir) / CLIENT_STATE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / f"{partition_id}.r{server_round}.bin", recorddict_to_proto(state).SerializeToString())
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    payload = recorddict_to_proto(state).SerializeToString()
+    atomic_write(folder / f"{partition_id}.r{server_round}.bin", payload, mode=0o600)  # personal: owner only
     for _, old in _state_files(folder, partition_id)[:-2]:
         old.unlink(missing_ok=True)
 

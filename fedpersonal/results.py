@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from fedpersonal.storage import atomic_write, durable_append
+
 
 class RunDirectory:
     """Writes (and reads back) the files of one run."""
@@ -39,18 +41,12 @@ class RunDirectory:
         return cls(path)
 
     def write_json(self, filename: str, payload: Mapping[str, Any]) -> None:
-        """Write one JSON document (atomically: temp file then rename)."""
-        target = self.path / filename
-        temp = target.with_suffix(target.suffix + ".tmp")
-        temp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        temp.replace(target)
+        """Write one JSON document (durably and atomically)."""
+        atomic_write(self.path / filename, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
     def append_rows(self, filename: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append JSON lines and flush them to disk."""
-        with open(self.path / filename, "a", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, sort_keys=True) + "\n")
-            handle.flush()
+        """Append JSON lines and fsync them."""
+        durable_append(self.path / filename, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
     def read_rows(self, filename: str) -> list[dict[str, Any]]:
         """All JSON lines of ``filename`` (empty if it does not exist)."""
@@ -62,14 +58,12 @@ class RunDirectory:
     def drop_rows_after(self, filename: str, last_round: int) -> None:
         """Remove the rows of rounds after ``last_round`` (rewritten atomically), for a resume."""
         kept = [row for row in self.read_rows(filename) if row["round"] <= last_round]
-        temp = self.path / f"{filename}.tmp"
-        temp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
-        temp.replace(self.path / filename)
+        atomic_write(self.path / filename, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept).encode())
 
     def read_json(self, filename: str) -> dict[str, Any]:
         """One JSON document."""
         return json.loads((self.path / filename).read_text())
 
     def save_model(self, state_dict: Mapping[str, torch.Tensor], filename: str = "model.pt") -> None:
-        """Save a state_dict with ``torch.save``."""
-        torch.save(dict(state_dict), self.path / filename)
+        """Save a state_dict with ``torch.save`` (durably and atomically)."""
+        atomic_write(self.path / filename, lambda handle: torch.save(dict(state_dict), handle))

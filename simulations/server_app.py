@@ -27,6 +27,7 @@ from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.model_pool import seeded_model
 from fedpersonal.params import to_arrays
 from fedpersonal.results import RunDirectory
+from fedpersonal.storage import DirectoryLock, DirectoryLockedError
 from fedpersonal.tasks import Task, get_task
 from simulations.loop import LoopSettings, RoundLoop, RunFailedError
 from simulations.registry import build_strategy, parse_run_config
@@ -84,24 +85,30 @@ def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
 RESUMABLE_CHANGES = {"resume", "num-rounds", "node-wait-s", "round-timeout-s", "min-train-replies"}
 
 
-def start_fresh(cfg: RunConfig, task: Task) -> tuple[RunDirectory, ArrayRecord]:
-    """A new run directory and the seeded initial model."""
+def run_directory(cfg: RunConfig) -> RunDirectory:
+    """The run directory named by ``resume``, or a new one under ``results-dir``."""
+    if not cfg.resume:
+        return RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
+    run_dir = RunDirectory(Path(cfg.resume).expanduser())
+    if not (run_dir.path / "config.json").is_file():
+        raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: no run directory with a config.json there")
+    return run_dir
+
+
+def start_fresh(cfg: RunConfig, task: Task, run_dir: RunDirectory) -> ArrayRecord:
+    """The seeded initial model; writes the run's config.json."""
     random.seed(cfg.seed)  # Flower's node sampling uses the random module
     model = task.initial_model(seeded_model(task, cfg.seed))
-    run_dir = RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
     run_dir.write_json("config.json", run_facts(cfg, task))
-    return run_dir, to_arrays(model)
+    return to_arrays(model)
 
 
-def resume_from(cfg: RunConfig, strategy: Strategy) -> tuple[RunDirectory, ArrayRecord, int]:
-    """The run directory named by ``resume``, its last checkpoint's model, and that round.
+def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory) -> tuple[ArrayRecord, int]:
+    """The last checkpoint's model and round of ``run_dir``.
 
     Restores the strategy's state and the RNG states, and drops rows written after the
     checkpoint (a round that crashed half-way is run again).
     """
-    run_dir = RunDirectory(Path(cfg.resume).expanduser())
-    if not (run_dir.path / "config.json").is_file():
-        raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: no run directory with a config.json there")
     saved = run_dir.read_json("config.json")["config"]
     current = cfg.to_dict()
     changed = sorted(
@@ -123,7 +130,7 @@ def resume_from(cfg: RunConfig, strategy: Strategy) -> tuple[RunDirectory, Array
     restore_rng_states(checkpoint["rng"])
     for filename in ("rounds.jsonl", "clients.jsonl"):
         run_dir.drop_rows_after(filename, done)
-    return run_dir, ArrayRecord(checkpoint["model"]), done
+    return ArrayRecord(checkpoint["model"]), done
 
 
 def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
@@ -133,10 +140,22 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
     task.prepare_data()  # decode, cache and check real data: bad data stops the run here
     wait_for_clients(grid, cfg)
 
+    run_dir = run_directory(cfg)
+    try:
+        lock = DirectoryLock(run_dir.path).acquire()
+    except DirectoryLockedError as error:
+        raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: {error}") from error
+    try:
+        return _run_locked(grid, cfg, task, strategy, run_dir)
+    finally:
+        lock.release()
+
+
+def _run_locked(grid: Grid, cfg: RunConfig, task: Task, strategy: Strategy, run_dir: RunDirectory) -> RunDirectory:
     if cfg.resume:
-        run_dir, arrays, done = resume_from(cfg, strategy)
+        arrays, done = resume_from(cfg, strategy, run_dir)
     else:
-        (run_dir, arrays), done = start_fresh(cfg, task), 0
+        arrays, done = start_fresh(cfg, task, run_dir), 0
     log(
         INFO,
         "fedpersonal: %s/%s, %d clients, rounds %d..%d -> %s",

@@ -23,10 +23,12 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
+from logging import WARNING
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from flwr.common import log
 
 CACHE_VERSION = 1  # bump when a loader decodes differently
 META = "meta.json"
@@ -109,8 +111,13 @@ def cached(dataset: str, path: Path | None, options: Mapping[str, Any], kind: ty
     """The ``kind`` dataclass decoded by ``build``, memory-mapped from the cache when present."""
     key = cache_key(dataset, path, options)
     entry = cache_root() / f"{dataset}-{key}"
-    if not (entry / META).is_file():
-        value = build()
-        describe = {"dataset": dataset, "path": str(path) if path else None, "options": dict(options)}
-        _write(entry, value, describe)
+    if (entry / META).is_file():
+        try:
+            return _read(entry, kind)
+        except (OSError, ValueError, KeyError, TypeError) as error:  # a truncated or damaged entry
+            log(WARNING, "cache entry '%s' is damaged (%s); rebuilding it", entry, error)
+            shutil.rmtree(entry, ignore_errors=True)
+    value = build()
+    describe = {"dataset": dataset, "path": str(path) if path else None, "options": dict(options)}
+    _write(entry, value, describe)
     return _read(entry, kind)
