@@ -9,7 +9,8 @@ client may save round r+1 before the server's checkpoint of round r+1 is written
 
 from __future__ import annotations
 
-import pickle
+import hashlib
+import io
 import random
 import re
 from pathlib import Path
@@ -25,6 +26,7 @@ from numpy.typing import NDArray
 from fedpersonal.storage import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2  # 2: the payload wrapped with its SHA-256
 
 
 class CheckpointError(ValueError):
@@ -67,21 +69,49 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, server_round: int, model_state: dict[str, torch.Tensor], strategy_state: dict[str, Any]
+    run_dir: Path,
+    server_round: int,
+    model_state: dict[str, torch.Tensor],
+    strategy_state: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``checkpoint.pt`` (replacing the previous one atomically)."""
-    payload = {"round": server_round, "model": model_state, "strategy": strategy_state, "rng": rng_states()}
-    atomic_write(Path(run_dir) / CHECKPOINT, lambda handle: torch.save(payload, handle))
+    """Write ``checkpoint.pt`` (replacing the previous one durably and atomically): the round, the
+    global model, the strategy's state, the RNG states and ``extra`` (e.g. the run's fingerprint),
+    serialised, then wrapped with the SHA-256 of those bytes."""
+    data = {
+        "round": server_round,
+        "model": model_state,
+        "strategy": strategy_state,
+        "rng": rng_states(),
+        **(extra or {}),
+    }
+    inner = io.BytesIO()
+    torch.save(data, inner)
+    raw = inner.getvalue()
+    wrapped = {
+        "format": CHECKPOINT_FORMAT,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "payload": torch.frombuffer(bytearray(raw), dtype=torch.uint8),
+    }
+    atomic_write(Path(run_dir) / CHECKPOINT, lambda handle: torch.save(wrapped, handle))
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read ``checkpoint.pt``; a FileNotFoundError names the missing file."""
+    """Read ``checkpoint.pt`` with ``weights_only`` loads, after checking its SHA-256; a
+    FileNotFoundError names the missing file, a CheckpointError the damaged or unsafe one."""
     target = Path(run_dir) / CHECKPOINT
     if not target.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {target} does not exist")
     try:
-        return torch.load(target, weights_only=True)  # tensors and plain data only: nothing in it runs
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        wrapped = torch.load(target, weights_only=True)  # tensors and plain data only: nothing in it runs
+        if not isinstance(wrapped, dict) or wrapped.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a fedpersonal checkpoint of format {CHECKPOINT_FORMAT}")
+        raw = wrapped["payload"].numpy().tobytes()
+        if hashlib.sha256(raw).hexdigest() != wrapped["sha256"]:
+            raise ValueError("its content does not match its SHA-256: the file is damaged")
+        data: dict[str, Any] = torch.load(io.BytesIO(raw), weights_only=True)
+        return data
+    except Exception as error:  # noqa: BLE001 - any failure to read is a damaged or unsafe file
         raise CheckpointError(f"cannot load the checkpoint '{target}': {error}") from error
 
 
@@ -90,7 +120,7 @@ def save_client_state(run_dir: Path, partition_id: int, server_round: int, state
     folder = Path(run_dir) / CLIENT_STATE_DIR
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     payload = recorddict_to_proto(state).SerializeToString()
-    atomic_write(folder / f"{partition_id}.r{server_round}.bin", payload, mode=0o600)  # personal: owner only
+    atomic_write(client_state_file(run_dir, partition_id, server_round), payload, mode=0o600)  # owner only
     for _, old in _state_files(folder, partition_id)[:-2]:
         old.unlink(missing_ok=True)
 
@@ -104,9 +134,22 @@ def load_client_state(run_dir: Path, partition_id: int, up_to_round: int) -> Rec
     ]
     if not candidates:
         return None
+    return read_client_state(candidates[-1])
+
+
+def client_state_file(run_dir: Path, partition_id: int, server_round: int) -> Path:
+    """Where client ``partition_id``'s state after ``server_round`` is saved."""
+    return Path(run_dir) / CLIENT_STATE_DIR / f"{partition_id}.r{server_round}.bin"
+
+
+def read_client_state(path: Path) -> RecordDict:
+    """One saved client state; a CheckpointError names a damaged file."""
     proto = ProtoRecordDict()
-    proto.ParseFromString(candidates[-1].read_bytes())
-    return recorddict_from_proto(proto)
+    try:
+        proto.ParseFromString(path.read_bytes())
+        return recorddict_from_proto(proto)
+    except Exception as error:  # noqa: BLE001 - protobuf raises several kinds on damaged bytes
+        raise CheckpointError(f"cannot read the client state '{path}': {error}") from error
 
 
 def _state_files(folder: Path, partition_id: int) -> list[tuple[int, Path]]:

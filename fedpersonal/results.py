@@ -16,12 +16,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
 import torch
+from flwr.common import log
 
 from fedpersonal.storage import atomic_write, durable_append
+
+
+class RunFileError(ValueError):
+    """A run directory's file is damaged beyond a half-written last line."""
 
 
 class RunDirectory:
@@ -49,11 +55,32 @@ class RunDirectory:
         durable_append(self.path / filename, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
     def read_rows(self, filename: str) -> list[dict[str, Any]]:
-        """All JSON lines of ``filename`` (empty if it does not exist)."""
+        """All JSON lines of ``filename`` (empty if it does not exist). A half-written last line (a
+        crash while appending) is dropped with a warning; any other bad line is a RunFileError
+        naming the file and line."""
         target = self.path / filename
         if not target.exists():
             return []
-        return [json.loads(line) for line in target.read_text().splitlines() if line.strip()]
+        text = target.read_text(errors="replace")
+        lines = text.split("\n")
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                if number == len(lines) and not text.endswith("\n"):
+                    log(
+                        WARNING,
+                        "dropped the half-written last line %d of '%s' (%d characters)",
+                        number,
+                        target,
+                        len(line),
+                    )
+                    break
+                raise RunFileError(f"'{target}' line {number} is not a JSON object: {error}") from error
+        return rows
 
     def drop_rows_after(self, filename: str, last_round: int) -> None:
         """Remove the rows of rounds after ``last_round`` (rewritten atomically), for a resume."""

@@ -21,6 +21,7 @@ from clients.base import ClientAlgorithm
 from fedpersonal.checkpoint import load_client_state, save_client_state
 from fedpersonal.config import RunConfig
 from fedpersonal.faults import FaultSettings, apply_faults
+from simulations.loop import STATE_ROUND
 from simulations.registry import build_client, parse_run_config
 
 app = ClientApp()
@@ -67,8 +68,9 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
         apply_faults(client.cfg.section(FaultSettings), client.cfg.seed, client.partition_id, server_round)
     reply = client.train(msg) if kind == "train" else client.evaluate(msg)
     # Algorithms change their personal state only while training; evaluation would rewrite it unchanged.
-    if kind == "train" and context.state and config.get("run-dir"):
+    if kind == "train" and context.state and config.get("run-dir") and not reply.has_error():
         save_client_state(Path(str(config["run-dir"])), client.partition_id, server_round, context.state)
+        reply.content.metric_records["metrics"][STATE_ROUND] = server_round  # the server checks it on resume
     node = ray_node_id()
     if node and not reply.has_error():
         reply.content["info"] = ConfigRecord({"ray-node-id": node})

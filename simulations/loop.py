@@ -29,6 +29,8 @@ from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.results import RunDirectory
 from simulations.replies import check_replies
 
+STATE_ROUND = "state-round"  # reply metric: the client saved its personal state after this round
+
 
 class RunFailedError(RuntimeError):
     """The run learned nothing: no round aggregated replies, or every evaluation failed."""
@@ -54,6 +56,19 @@ def client_rows(
     return rows
 
 
+def keep_dtypes(aggregated: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
+    """``aggregated`` with every array the server sent back in its sent dtype: Flower's averaging
+    turns integer buffers (BatchNorm ``num_batches_tracked``) into float64; they are rounded back."""
+    before = sent.to_torch_state_dict()
+    state = aggregated.to_torch_state_dict()
+    changed = {
+        key: (value.round() if not before[key].is_floating_point() else value).to(before[key].dtype)
+        for key, value in state.items()
+        if key in before and value.dtype != before[key].dtype
+    }
+    return ArrayRecord({**state, **changed}) if changed else aggregated
+
+
 def strategy_state(strategy: Strategy) -> dict[str, Any]:
     """The strategy's own state (e.g. server-optimizer moments), if it keeps any."""
     state_dict = getattr(strategy, "state_dict", None)
@@ -71,6 +86,8 @@ class LoopSettings:
     resume_round: int = 0
     message_config: Mapping[str, int | float | str | bool] = field(default_factory=dict)
     max_examples: float = math.inf  # the most samples a client can hold: larger num-examples are rejected
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)  # saved in every checkpoint
+    client_states: Mapping[int, int] = field(default_factory=dict)  # partition -> round of its saved state
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,7 @@ class RoundLoop:
         self.evaluations = 0  # evaluations of this session
         self.good_evaluations = 0  # ... with at least one good reply
         self.first_error = ""  # the first client error of this session
+        self.client_states = dict(settings.client_states)
 
     def _config(self, server_round: int) -> ConfigRecord:
         return ConfigRecord(
@@ -151,6 +169,9 @@ class RoundLoop:
         exchange = self._exchange(server_round, messages, train=True)
         rows = exchange.rows
         failures = sum(1 for row in rows if "error" in row)
+        for row in rows:
+            if STATE_ROUND in row and "partition-id" in row:
+                self.client_states[int(row["partition-id"])] = int(row[STATE_ROUND])
         summary: dict[str, Any] = {
             "failures": failures,
             "rejected": exchange.rejected,
@@ -171,6 +192,7 @@ class RoundLoop:
         if new_arrays is None:
             summary["skipped"] = True
             return arrays, summary, rows
+        new_arrays = keep_dtypes(new_arrays, arrays)
         summary.update(dict(metrics or {}))
         self.aggregated_rounds += 1
         return new_arrays, summary, rows
@@ -187,9 +209,9 @@ class RoundLoop:
             arrays, train_summary, train_rows = self.train(server_round, arrays)
             evaluation, eval_rows = self.evaluate(server_round, arrays)
             self._record(server_round, start, train_summary, evaluation, train_rows + eval_rows, num_rounds)
-            save_checkpoint(
-                self.run_dir.path, server_round, arrays.to_torch_state_dict(), strategy_state(self.strategy)
-            )
+            extra = {"fingerprint": dict(self.settings.fingerprint), "client-states": dict(self.client_states)}
+            state = strategy_state(self.strategy)
+            save_checkpoint(self.run_dir.path, server_round, arrays.to_torch_state_dict(), state, extra)
         self._check_learned(num_rounds - first_round + 1)
         return arrays
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import platform
 import random
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,19 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-from fedpersonal.checkpoint import CheckpointError, load_checkpoint, restore_rng_states
+from fedpersonal.checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    client_state_file,
+    load_checkpoint,
+    read_client_state,
+    restore_rng_states,
+)
 from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.model_pool import seeded_model
 from fedpersonal.params import to_arrays
-from fedpersonal.results import RunDirectory
+from fedpersonal.results import RunDirectory, RunFileError
 from fedpersonal.storage import DirectoryLock, DirectoryLockedError
 from fedpersonal.tasks import Task, get_task
 from simulations.loop import LoopSettings, RoundLoop, RunFailedError
@@ -103,34 +112,76 @@ def start_fresh(cfg: RunConfig, task: Task, run_dir: RunDirectory) -> ArrayRecor
     return to_arrays(model)
 
 
-def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory) -> tuple[ArrayRecord, int]:
-    """The last checkpoint's model and round of ``run_dir``.
+def fingerprint(cfg: RunConfig, model_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the config (less the keys a resume may change)
+    and the model's architecture (every key's shape and dtype)."""
+    config = {key: value for key, value in cfg.to_dict().items() if key not in RESUMABLE_CHANGES}
+    architecture = {key: [list(value.shape), str(value.dtype)] for key, value in model_state.items()}
+    return {"config": config, "architecture": architecture}
 
-    Restores the strategy's state and the RNG states, and drops rows written after the
-    checkpoint (a round that crashed half-way is run again).
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Where a resumed run continues: the checkpoint's model, its round, the clients' saved states."""
+
+    arrays: ArrayRecord
+    round: int
+    client_states: dict[int, int]
+
+
+def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expected: dict[str, Any]) -> Resumed:
+    """The last checkpoint of ``run_dir``, checked against ``expected`` (:func:`fingerprint`).
+
+    Restores the strategy's state and the RNG states, checks every client's saved personal state,
+    and drops rows written after the checkpoint (a round that crashed half-way is run again).
     """
-    saved = run_dir.read_json("config.json")["config"]
-    current = cfg.to_dict()
-    changed = sorted(
-        k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
-    )
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(f"run config key 'resume' = {cfg.resume!r}: {problem}")
+
+    started = run_dir.read_json("config.json")["config"]
+    changed = [key for key in _differences(started, cfg.to_dict()) if key not in RESUMABLE_CHANGES]
     if changed:
-        raise ConfigError(
-            f"run config key 'resume' = {cfg.resume!r}: the run was started with different values for {changed}; "
+        raise refuse(
+            f"the run was started with different values for {changed}; "
             f"expected the same config (only {sorted(RESUMABLE_CHANGES)} may change)"
         )
     try:
         checkpoint = load_checkpoint(run_dir.path)
     except (OSError, CheckpointError) as error:
-        raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: {error}") from error
+        raise refuse(str(error)) from error
+    saved = checkpoint.get("fingerprint", {})
+    for part in ("config", "architecture"):
+        differing = _differences(saved.get(part, {}), expected[part])
+        if differing:
+            raise refuse(
+                f"the checkpoint '{run_dir.path / CHECKPOINT}' belongs to a run with a different {part} "
+                f"({differing[:8]}); expected a checkpoint of this run"
+            )
+    client_states = {int(k): int(v) for k, v in checkpoint.get("client-states", {}).items()}
+    for partition, saved_round in sorted(client_states.items()):
+        path = client_state_file(run_dir.path, partition, saved_round)
+        if not path.is_file():
+            raise refuse(f"client {partition}'s personal state after round {saved_round} is missing: '{path}'")
+        try:
+            read_client_state(path)
+        except CheckpointError as error:
+            raise refuse(str(error)) from error
     done = int(checkpoint["round"])
     load_strategy_state = getattr(strategy, "load_state_dict", None)
     if callable(load_strategy_state):
         load_strategy_state(checkpoint["strategy"])
     restore_rng_states(checkpoint["rng"])
-    for filename in ("rounds.jsonl", "clients.jsonl"):
-        run_dir.drop_rows_after(filename, done)
-    return ArrayRecord(checkpoint["model"]), done
+    try:
+        for filename in ("rounds.jsonl", "clients.jsonl"):
+            run_dir.drop_rows_after(filename, done)
+    except RunFileError as error:
+        raise refuse(str(error)) from error
+    return Resumed(ArrayRecord(checkpoint["model"]), done, client_states)
 
 
 def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
@@ -153,9 +204,14 @@ def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
 
 def _run_locked(grid: Grid, cfg: RunConfig, task: Task, strategy: Strategy, run_dir: RunDirectory) -> RunDirectory:
     if cfg.resume:
-        arrays, done = resume_from(cfg, strategy, run_dir)
+        with torch.random.fork_rng():  # the architecture only; the checkpoint restores the RNG states
+            expected = fingerprint(cfg, task.build_model().state_dict())
+        resumed = resume_from(cfg, strategy, run_dir, expected)
     else:
-        arrays, done = start_fresh(cfg, task, run_dir), 0
+        arrays = start_fresh(cfg, task, run_dir)
+        expected = fingerprint(cfg, arrays.to_torch_state_dict())
+        resumed = Resumed(arrays, 0, {})
+    arrays, done = resumed.arrays, resumed.round
     log(
         INFO,
         "fedpersonal: %s/%s, %d clients, rounds %d..%d -> %s",
@@ -170,7 +226,7 @@ def _run_locked(grid: Grid, cfg: RunConfig, task: Task, strategy: Strategy, run_
     settings = LoopSettings(
         task.metric, task.better, cfg.round_timeout_s, cfg.min_train_replies, resume_round=done,
         message_config={"lr": cfg.lr, "local-epochs": cfg.local_epochs, "batch-size": cfg.batch_size},
-        max_examples=task.max_examples(),
+        max_examples=task.max_examples(), fingerprint=expected, client_states=resumed.client_states,
     )  # fmt: skip
     final = RoundLoop(strategy, grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
     run_dir.save_model(final.to_torch_state_dict())

@@ -312,7 +312,7 @@ def test_a_real_round_applies_the_step_to_the_clients_replies(tmp_path):
 def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeypatch):
     from crashing import crash_in_round
 
-    from fedpersonal.checkpoint import CHECKPOINT
+    from fedpersonal.checkpoint import load_checkpoint
 
     config = {
         "strategy": "fedyogi",
@@ -324,7 +324,7 @@ def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeyp
     }
     full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
     crashed = crash_in_round(monkeypatch, {**config, "results-dir": str(tmp_path / "crashed")}, 2)
-    saved = torch.load(crashed / CHECKPOINT, weights_only=True)["strategy"]
+    saved = load_checkpoint(crashed)["strategy"]
     assert saved["optimizer"]["state"][0]["step"] == 1 and saved["optimizer"]["state"][0]["v"].abs().sum() > 0
 
     resumed, _ = run_inprocess({**config, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed)})

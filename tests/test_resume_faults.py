@@ -9,7 +9,7 @@ from crashing import crash_in_round
 from flwr.app import ConfigRecord
 
 from clients.base import ClientAlgorithm
-from fedpersonal.checkpoint import CHECKPOINT, load_client_state, save_client_state
+from fedpersonal.checkpoint import load_checkpoint, load_client_state, save_client_state
 from fedpersonal.config import ConfigError
 from fedpersonal.results import RunDirectory
 from simulations.inprocess import run_inprocess
@@ -46,7 +46,7 @@ def without_time(rows):
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, counting):
     full, _ = run_inprocess({**counting, "results-dir": str(tmp_path / "full")})
     crashed_dir = crash_in_round(monkeypatch, {**counting, "results-dir": str(tmp_path / "crashed")}, 3)
-    assert torch.load(crashed_dir / CHECKPOINT, weights_only=True)["round"] == 2
+    assert load_checkpoint(crashed_dir)["round"] == 2
     assert [row["round"] for row in RunDirectory(crashed_dir).read_rows("rounds.jsonl")] == [0, 1, 2]
 
     resumed, _ = run_inprocess({**counting, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed_dir)})

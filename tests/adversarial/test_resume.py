@@ -1,0 +1,92 @@
+"""Resume cannot go silently wrong: a foreign, edited, damaged or incomplete run directory is
+refused with an error naming the key or file; a half-written last line is dropped and reported."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from fedpersonal.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, CLIENT_STATE_DIR
+from fedpersonal.config import ConfigError
+from simulations.inprocess import run_inprocess
+
+SMALL = {"num-clients": 2, "num-rounds": 1, "samples-per-client": 30, "local-epochs": 1}
+
+
+def first_run(tmp_path, **extra):
+    run_dir, _ = run_inprocess({**SMALL, **extra, "results-dir": str(tmp_path)})
+    return run_dir
+
+
+def resume(run_dir, **extra):
+    config = {**SMALL, **extra, "num-rounds": 2, "results-dir": str(run_dir.path.parent), "resume": str(run_dir.path)}
+    return run_inprocess(config)[0]
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    gaze = first_run(tmp_path / "gaze")
+    classify = first_run(tmp_path / "classify", task="classify")
+    shutil.copy(classify.path / CHECKPOINT, gaze.path / CHECKPOINT)
+    with pytest.raises(ConfigError, match=r"belongs to a run with a different config \(.*'task'"):
+        resume(gaze)
+
+
+def test_an_edited_config_json_does_not_smuggle_in_a_changed_lr(tmp_path):
+    run_dir = first_run(tmp_path)
+    facts = run_dir.read_json("config.json")
+    facts["config"]["lr"] = 0.5
+    (run_dir.path / "config.json").write_text(json.dumps(facts))
+    with pytest.raises(ConfigError, match=r"different config \(\['lr'\]\)"):
+        resume(run_dir, lr=0.5)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_a_damaged_checkpoint_names_the_file(tmp_path, damage):
+    run_dir = first_run(tmp_path)
+    path = run_dir.path / CHECKPOINT
+    content = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": content[: len(content) // 2], "garbage": b"x" * 100}[damage])
+    with pytest.raises(ConfigError, match=f"cannot load the checkpoint '{path}'"):
+        resume(run_dir)
+
+
+def test_a_checkpoint_whose_content_does_not_match_its_hash_is_refused(tmp_path):
+    run_dir = first_run(tmp_path)
+    path = run_dir.path / CHECKPOINT
+    wrapped = torch.load(path, weights_only=True)
+    assert wrapped["format"] == CHECKPOINT_FORMAT
+    wrapped["payload"][-40] ^= 1  # one bit of the serialised content
+    torch.save(wrapped, path)
+    with pytest.raises(ConfigError, match=f"'{path}': its content does not match its SHA-256"):
+        resume(run_dir)
+
+
+def test_missing_or_damaged_personal_state_is_refused(tmp_path):
+    run_dir = first_run(tmp_path, strategy="fedper")
+    states = sorted((run_dir.path / CLIENT_STATE_DIR).iterdir())
+    assert [p.name for p in states] == ["0.r1.bin", "1.r1.bin"]
+    states[0].write_bytes(b"\xff\xfe not a protobuf")
+    with pytest.raises(ConfigError, match=f"cannot read the client state '{states[0]}'"):
+        resume(run_dir, strategy="fedper")
+    shutil.rmtree(run_dir.path / CLIENT_STATE_DIR)
+    with pytest.raises(ConfigError, match=r"client 0's personal state after round 1 is missing"):
+        resume(run_dir, strategy="fedper")
+
+
+def test_a_half_written_last_line_is_dropped_and_reported(tmp_path, caplog):
+    run_dir = first_run(tmp_path)
+    with open(run_dir.path / "rounds.jsonl", "a") as handle:
+        handle.write('{"round": 2, "global-angu')  # the crash came mid-append
+    resumed = resume(run_dir)
+    assert [row["round"] for row in resumed.read_rows("rounds.jsonl")] == [0, 1, 2]
+    assert "dropped the half-written last line 3" in caplog.text
+
+
+def test_a_damaged_line_in_the_middle_names_the_file_and_line(tmp_path):
+    run_dir = first_run(tmp_path)
+    path = run_dir.path / "rounds.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
+    with pytest.raises(ConfigError, match=f"'{path}' line 2 is not a JSON object"):
+        resume(run_dir)
