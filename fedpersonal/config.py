@@ -13,6 +13,7 @@ value and what is allowed, before anything trains.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -64,18 +65,18 @@ class RunConfig:
     dataset: str = setting("synthetic", "a dataset name the task supports")
     data_path: str = setting("", "a local path ('' for embedded data)")
     num_clients: int = setting(15, "an integer >= 1 equal to the federation's num-supernodes", _positive)
-    num_rounds: int = setting(10, "an integer >= 1", _positive)
+    num_rounds: int = setting(10, "an integer in [1, 1000000]", lambda v: 1 <= v <= 1_000_000)
     fraction_train: float = setting(1.0, "a number in (0, 1]", _fraction)
     fraction_evaluate: float = setting(1.0, "a number in (0, 1]", _fraction)
-    local_epochs: int = setting(2, "an integer >= 1", _positive)
-    batch_size: int = setting(16, "an integer >= 1", _positive)
-    lr: float = setting(0.03, "a number > 0", _positive)
+    local_epochs: int = setting(2, "an integer in [1, 10000]", lambda v: 1 <= v <= 10_000)
+    batch_size: int = setting(16, "an integer in [1, 1000000]", lambda v: 1 <= v <= 1_000_000)
+    lr: float = setting(0.03, "a number in (0, 10]", lambda v: 0 < v <= 10)
     momentum: float = setting(0.9, "a number in [0, 1)", lambda v: 0 <= v < 1)
-    weight_decay: float = setting(0.0, "a number >= 0", _non_negative)
+    weight_decay: float = setting(0.0, "a number in [0, 1]", lambda v: 0 <= v <= 1)
     grad_clip: float = setting(1.0, "a number >= 0 (max gradient L2 norm; 0: off)", _non_negative)
-    samples_per_client: int = setting(600, "an integer >= 2", lambda v: v >= 2)
+    samples_per_client: int = setting(600, "an integer in [2, 100000]", lambda v: 2 <= v <= 100_000)
     test_fraction: float = setting(0.2, "a number in (0, 1)", _open_fraction)
-    heterogeneity: float = setting(1.0, "a number >= 0 (0: all users alike)", _non_negative)
+    heterogeneity: float = setting(1.0, "a number in [0, 10] (0: all users alike)", lambda v: 0 <= v <= 10)
     seed: int = setting(0, "an integer >= 0", _non_negative)
     results_dir: str = setting("runs", "a directory path")
     node_wait_s: float = setting(60.0, "a number > 0 (seconds to wait for all clients)", _positive)
@@ -154,6 +155,10 @@ def parse_settings(cls: type, values: Mapping[str, Any], prefix: str = "") -> An
         spec = fields[key]
         value = _coerce(f"{prefix}{key}", value, type(spec.default))
         rule: Rule = spec.metadata["rule"]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"run config key '{prefix}{key}' = {value!r} is invalid; expected a finite number: {rule.allowed}"
+            )
         if not rule.check(value):
             raise ConfigError(f"run config key '{prefix}{key}' = {value!r} is invalid; expected {rule.allowed}")
         parsed[spec.name] = value

@@ -22,11 +22,11 @@ from clients.face import FaceClient, FaceFineTuneClient, FaceLocalClient
 from clients.fedfr import FedFRClient, FedFRSettings
 from clients.fedper import FedPerClient
 from clients.fedprox import FedProxClient
-from fedpersonal.adaptation import AdaptSettings
+from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
 from fedpersonal.config import ConfigError, RunConfig, parse_config, require_choice, section_name, settings_dict
 from fedpersonal.faults import FaultSettings
-from fedpersonal.tasks import TASK_SECTIONS, TASKS
+from fedpersonal.tasks import TASK_SECTIONS, TASKS, get_task
 from fedpersonal.tasks.face import FaceTask
 from strategies.common import weighted_mean_metrics
 from strategies.dua import DUA
@@ -167,7 +167,21 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
             f"run config key 'strategy' = {cfg.strategy!r} does not support task = {cfg.task!r} "
             f"(it supports {list(entry.tasks)}); strategies for task {cfg.task!r}: {supporting}"
         )
+    check_applies(cfg.section(AdaptSettings), get_task(cfg.task, cfg))
     return cfg
+
+
+def unused_keys(cfg: RunConfig) -> list[str]:
+    """Keys set away from their defaults that this run's task, dataset and algorithm never read."""
+    task = get_task(cfg.task, cfg)
+    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, *algorithm(cfg.strategy).sections)}
+    read |= task.sections_read()
+    defaults = parse_config({}, all_sections()).to_dict()
+    return sorted(
+        key
+        for key, value in cfg.to_dict().items()
+        if value != defaults[key] and (key in task.unread_keys() or ("." in key and key.split(".")[0] not in read))
+    )
 
 
 def build_strategy(cfg: RunConfig) -> Strategy:

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from fedpersonal.results import RunDirectory, RunFileError
 from fedpersonal.storage import DirectoryLock, DirectoryLockedError
 from fedpersonal.tasks import Task, get_task
 from simulations.loop import LoopSettings, RoundLoop, RunFailedError
-from simulations.registry import build_strategy, parse_run_config
+from simulations.registry import build_strategy, parse_run_config, unused_keys
 
 app = ServerApp()
 
@@ -66,6 +66,7 @@ def run_facts(cfg: RunConfig, task: Task) -> dict[str, Any]:
     """The resolved config plus the facts needed to reproduce and compare a run."""
     return {
         "config": cfg.to_dict(),
+        "unused-keys": unused_keys(cfg),
         "metric": task.metric,
         "better": task.better,
         "versions": {"flwr": flwr.__version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -97,7 +98,13 @@ RESUMABLE_CHANGES = {"resume", "num-rounds", "node-wait-s", "round-timeout-s", "
 def run_directory(cfg: RunConfig) -> RunDirectory:
     """The run directory named by ``resume``, or a new one under ``results-dir``."""
     if not cfg.resume:
-        return RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
+        try:
+            return RunDirectory.create(cfg.results_dir, f"{cfg.task}-{cfg.strategy}-seed{cfg.seed}")
+        except OSError as error:
+            raise ConfigError(
+                f"run config key 'results-dir' = {cfg.results_dir!r} is not a writable directory "
+                f"({type(error).__name__}: {error}); expected a directory this process can create and write"
+            ) from error
     run_dir = RunDirectory(Path(cfg.resume).expanduser())
     if not (run_dir.path / "config.json").is_file():
         raise ConfigError(f"run config key 'resume' = {cfg.resume!r}: no run directory with a config.json there")
@@ -187,6 +194,10 @@ def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expec
 def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
     """Run (or resume) a validated config on ``grid``; returns its run directory."""
     task = get_task(cfg.task, cfg)
+    unused = unused_keys(cfg)
+    if unused:
+        log(WARNING, "fedpersonal: run config key(s) %s are set but never read by task %r, dataset %r and "
+            "strategy %r", unused, cfg.task, cfg.dataset, cfg.strategy)  # fmt: skip
     strategy = build_strategy(cfg)
     task.prepare_data()  # decode, cache and check real data: bad data stops the run here
     wait_for_clients(grid, cfg)

@@ -111,7 +111,7 @@ class ReddiAdaptive(torch.optim.Optimizer):
 
 
 def _server_lr(default: float) -> Any:
-    return setting(default, "a number > 0 (server learning rate eta)", lambda v: v > 0)
+    return setting(default, "a number in (0, 100] (server learning rate eta)", lambda v: 0 < v <= 100)
 
 
 def _decay(default: float, what: str) -> Any:
@@ -131,11 +131,22 @@ def _torch_optimizer(name: str) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, torch.optim.Optimizer) and name != "Optimizer"
 
 
+def _finite_json(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_json(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite_json(item) for item in value)
+    return True
+
+
 def _json_object(text: str) -> bool:
     try:
-        return isinstance(json.loads(text), dict)
+        value = json.loads(text)
     except json.JSONDecodeError:
         return False
+    return isinstance(value, dict) and _finite_json(value)
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,6 @@ class TorchOptimSettings:
     server_lr: float = _server_lr(1.0)
     options: str = setting(
         '{"momentum": 0.9, "nesterov": true}',
-        "a JSON object of the optimizer's other keyword arguments",
+        "a JSON object of the optimizer's other keyword arguments (finite numbers)",
         _json_object,
     )

@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import numpy as np
 from flwr.common import log
 
+from fedpersonal.data.errors import DataError
+
 CACHE_VERSION = 1  # bump when a loader decodes differently
 META = "meta.json"
 T = TypeVar("T")
@@ -56,7 +58,10 @@ def file_fingerprint(path: Path | None) -> list[tuple[str, int, int]]:
         subdirs[:] = [d for d in subdirs if Path(directory, d).resolve() != own]  # never our own cache
         for name in names:
             file = Path(directory, name)
-            stat = file.stat()
+            try:
+                stat = file.stat()
+            except OSError as error:  # a dangling symlink, a file without read permission, ...
+                raise DataError(f"cannot read '{file}' under '{path}' ({error}); expected readable files") from error
             entries.append((str(file.relative_to(path)), stat.st_size, stat.st_mtime_ns))
     return sorted(entries)
 

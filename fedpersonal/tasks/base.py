@@ -61,6 +61,19 @@ class Task(ABC):
         Bad data then stops the run before training; tasks on embedded data need nothing here.
         """
 
+    def sections_read(self) -> set[str]:
+        """The run-config sections this task reads with its dataset (``partition`` for real data)."""
+        return {self.name} | ({"partition"} if self.reads_files() else set())
+
+    def unread_keys(self) -> set[str]:
+        """Top-level keys this task ignores with its dataset: ``data-path`` for embedded data; the
+        generator's ``samples-per-client`` and ``heterogeneity`` for data read from files."""
+        return {"samples-per-client", "heterogeneity"} if self.reads_files() else {"data-path"}
+
+    def reads_files(self) -> bool:
+        """True when the run's dataset is read from ``data-path`` (default: never)."""
+        return False
+
     def max_examples(self) -> int:
         """The most samples one client of the run can hold: the server rejects a reply claiming more
         (default: ``samples-per-client``, the size of a user of an embedded generator)."""

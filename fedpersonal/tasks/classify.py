@@ -262,6 +262,10 @@ class ClassifyTask(Task):
             raise ValueError(f"client {partition_id} has {len(samples[0])} samples of {domain.name}; expected >= 2")
         return split_train_test(samples, cfg.test_fraction)
 
+    def reads_files(self) -> bool:
+        """CIFAR-10 and FEMNIST are read from ``data-path``."""
+        return self.cfg.dataset in PARTITIONED
+
     def max_examples(self) -> int:
         """``samples-per-client`` for drawn users; the whole dataset's size for a partitioned one."""
         if self.cfg.dataset in PARTITIONED:

@@ -387,6 +387,10 @@ class FaceTask(Task):
         seed, settings, heterogeneity = self._data_key()
         return self.source.client(seed, settings, heterogeneity, self.cfg.test_fraction, partition_id)
 
+    def reads_files(self) -> bool:
+        """An ImageFolder tree is read from ``data-path``."""
+        return isinstance(self.source, ImageFolderFaces)
+
     def max_examples(self) -> int:
         """A client's own images plus every public image (FedFR counts its hard negatives)."""
         if isinstance(self.source, ImageFolderFaces):

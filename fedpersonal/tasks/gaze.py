@@ -116,6 +116,10 @@ class GazeTask(Task):
         cfg = self.cfg
         return _user_data(partition_id, cfg.samples_per_client, cfg.seed, cfg.heterogeneity, cfg.test_fraction)
 
+    def reads_files(self) -> bool:
+        """MPIIGaze and MPIIFaceGaze are read from ``data-path``."""
+        return self.cfg.dataset != "synthetic"
+
     def max_examples(self) -> int:
         """``samples-per-client`` for the generator; the whole dataset's size for real data."""
         request = self.data_request()
