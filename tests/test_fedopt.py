@@ -221,7 +221,7 @@ def test_any_torch_optimizer_by_name(grid):
         ),
         (
             {"strategy": "fedyogi", "fedyogi.server-lr": 0.0},
-            r"'fedyogi.server-lr' = 0.0 is invalid; expected a number > 0",
+            r"'fedyogi.server-lr' = 0.0 is invalid; expected a number in \(0, 100\]",
         ),
         (
             {"strategy": "fedopt", "fedopt.optimizer": "Sgd"},

@@ -111,7 +111,7 @@ def save_experts(experts: ExpertSet, path: str | Path) -> None:
 
 def load_experts(path: str | Path, model: nn.Module) -> ExpertSet:
     """Experts saved by :func:`save_experts`; a ValueError when they do not fit ``model``."""
-    payload = torch.load(path)
+    payload = torch.load(path, weights_only=True)  # tensors and plain data only: nothing in it runs
     if not isinstance(payload, dict) or not {"domains", "generic", "experts"} <= set(payload):
         raise ValueError(f"'{path}' is not an expert file; expected a dict with domains, generic and experts")
     expected = set(model.state_dict())
