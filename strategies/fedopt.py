@@ -130,8 +130,11 @@ class FedAvgM(PseudoGradientFedAvg):
         super().__init__(make, **kwargs)
 
 
-class FedAdam(PseudoGradientFedAvg):
-    """FedAdam (Reddi et al., Algorithm 2); ``bias_correction`` 'none', 'adam' or 'flower' (Flower's FedAdam)."""
+class _AdaptiveMoments(PseudoGradientFedAvg):
+    """FedAdam and FedYogi: Reddi et al.'s Algorithm 2 with first and second moments; ``rule`` is the
+    second-moment update of :data:`strategies.server_optimizers.SECOND_MOMENT_RULES`."""
+
+    rule = ""
 
     def __init__(
         self,
@@ -144,29 +147,24 @@ class FedAdam(PseudoGradientFedAvg):
         bias_correction: str = "none",
         **kwargs: Any,
     ) -> None:
+        rule = self.rule
+
         def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-            return ReddiAdaptive(params, "adam", eta, beta_1, beta_2, tau, initial_v, bias_correction)
+            return ReddiAdaptive(params, rule, eta, beta_1, beta_2, tau, initial_v, bias_correction)
 
         super().__init__(make, **kwargs)
 
 
-class FedYogi(PseudoGradientFedAvg):
+class FedAdam(_AdaptiveMoments):
+    """FedAdam (Reddi et al., Algorithm 2); ``bias_correction`` 'none', 'adam' or 'flower' (Flower's FedAdam)."""
+
+    rule = "adam"
+
+
+class FedYogi(_AdaptiveMoments):
     """FedYogi (Reddi et al., Algorithm 2): ``v = v - (1 - beta_2) Delta^2 sign(v - Delta^2)``."""
 
-    def __init__(
-        self,
-        *,
-        eta: float = 1e-2,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        initial_v: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        def make(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-            return ReddiAdaptive(params, "yogi", eta, beta_1, beta_2, tau, initial_v)
-
-        super().__init__(make, **kwargs)
+    rule = "yogi"
 
 
 class FedAdagrad(PseudoGradientFedAvg):
