@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from logging import WARNING
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,14 +66,27 @@ def file_fingerprint(path: Path | None) -> list[tuple[str, int, int]]:
     return sorted(entries)
 
 
-def cache_key(dataset: str, path: Path | None, options: Mapping[str, Any]) -> str:
-    """The content key of an entry: changes whenever the files, options or version change."""
+def files_fingerprint(root: Path, files: Sequence[Path]) -> list[tuple[str, int, int]]:
+    """(path relative to ``root``, size, mtime in ns) of exactly ``files``."""
+    entries = []
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError as error:
+            raise DataError(f"cannot read '{file}' ({error}); expected a readable file") from error
+        entries.append((str(file.relative_to(root)) if file != root else file.name, stat.st_size, stat.st_mtime_ns))
+    return sorted(entries)
+
+
+def cache_key(dataset: str, path: Path | None, options: Mapping[str, Any], files: Sequence[Path] | None = None) -> str:
+    """The content key of an entry: changes whenever the files, options or version change (``files``:
+    the dataset's files when its loader lists them; otherwise every file under ``path``)."""
     source = {
         "dataset": dataset,
         "path": str(path.resolve()) if path is not None else None,
         "options": {key: options[key] for key in sorted(options)},
         "version": CACHE_VERSION,
-        "files": file_fingerprint(path),
+        "files": file_fingerprint(path) if files is None or path is None else files_fingerprint(path, files),
     }
     return hashlib.sha256(json.dumps(source, default=str).encode()).hexdigest()[:20]
 
@@ -112,9 +125,17 @@ def _read(entry: Path, kind: type[T]) -> T:
     return kind(**values)
 
 
-def cached(dataset: str, path: Path | None, options: Mapping[str, Any], kind: type[T], build: Callable[[], T]) -> T:
-    """The ``kind`` dataclass decoded by ``build``, memory-mapped from the cache when present."""
-    key = cache_key(dataset, path, options)
+def cached(
+    dataset: str,
+    path: Path | None,
+    options: Mapping[str, Any],
+    kind: type[T],
+    build: Callable[[], T],
+    files: Sequence[Path] | None = None,
+) -> T:
+    """The ``kind`` dataclass decoded by ``build``, memory-mapped from the cache when present
+    (``files``: the dataset's own files, fingerprinted instead of everything under ``path``)."""
+    key = cache_key(dataset, path, options, files)
     entry = cache_root() / f"{dataset}-{key}"
     if (entry / META).is_file():
         try:

@@ -7,7 +7,7 @@ opened only once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,24 +19,42 @@ from fedpersonal.data.containers import GazeSet, ImageSet, VerificationSet
 from fedpersonal.data.errors import DataError
 from fedpersonal.data.real import cifar10, femnist, imagefolder, lfw, mpiifacegaze, mpiigaze
 from fedpersonal.data.real.digits import load_digits
+from fedpersonal.data.real.files import require_file
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How to load one dataset: its loader, container type and what ``data-path`` must hold."""
+    """How to load one dataset: its loader, container type, what ``data-path`` must hold, and the
+    check of that layout, run before anything walks or reads the tree; it returns the dataset's
+    files when it knows them (they alone are fingerprinted for the cache), else None."""
 
     load: Callable[..., Any]
     kind: type
     layout: str | None  # None: bundled with a library, no data-path
+    check: Callable[[Path], Sequence[Path] | None] = lambda _root: None
+
+
+def _participants(root: Path) -> None:
+    mpiigaze.participant_dirs(root)
+
+
+def _pairs(root: Path) -> None:
+    require_file(root / "pairs.txt", lfw.LAYOUT)
+
+
+def _images(root: Path) -> list[Path]:
+    return [file for files in imagefolder.class_files(root).values() for file in files]
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mpiigaze": DatasetSpec(mpiigaze.load_mpiigaze, GazeSet, mpiigaze.LAYOUT),
-    "mpiifacegaze": DatasetSpec(mpiifacegaze.load_mpiifacegaze, GazeSet, mpiifacegaze.LAYOUT),
-    "lfw": DatasetSpec(lfw.load_lfw, VerificationSet, lfw.LAYOUT),
-    "imagefolder": DatasetSpec(imagefolder.load_imagefolder, ImageSet, imagefolder.LAYOUT),
-    "cifar10": DatasetSpec(cifar10.load_cifar10, ImageSet, cifar10.LAYOUT),
-    "femnist": DatasetSpec(femnist.load_femnist, ImageSet, femnist.LAYOUT),
+    "mpiigaze": DatasetSpec(mpiigaze.load_mpiigaze, GazeSet, mpiigaze.LAYOUT, _participants),
+    "mpiifacegaze": DatasetSpec(
+        mpiifacegaze.load_mpiifacegaze, GazeSet, mpiifacegaze.LAYOUT, mpiifacegaze.participant_files
+    ),
+    "lfw": DatasetSpec(lfw.load_lfw, VerificationSet, lfw.LAYOUT, _pairs),
+    "imagefolder": DatasetSpec(imagefolder.load_imagefolder, ImageSet, imagefolder.LAYOUT, _images),
+    "cifar10": DatasetSpec(cifar10.load_cifar10, ImageSet, cifar10.LAYOUT, cifar10.batch_files),
+    "femnist": DatasetSpec(femnist.load_femnist, ImageSet, femnist.LAYOUT, femnist.json_files),
     "digits": DatasetSpec(load_digits, ImageSet, None),
 }
 
@@ -61,8 +79,10 @@ def _load(name: str, path: str, options: tuple[tuple[str, Any], ...]) -> Any:
     spec = DATASETS[name]
     root = resolve_path(name, path)
     kwargs = dict(options)
-    build = (lambda: spec.load(root, **kwargs)) if root is not None else (lambda: spec.load(**kwargs))
-    return cache.cached(name, root, kwargs, spec.kind, build)
+    if root is None:
+        return cache.cached(name, None, kwargs, spec.kind, lambda: spec.load(**kwargs))
+    files = spec.check(root)  # the layout first: a wrong path fails before any walk of its tree
+    return cache.cached(name, root, kwargs, spec.kind, lambda: spec.load(root, **kwargs), files)
 
 
 def load_dataset(name: str, path: str = "", **options: Any) -> Any:

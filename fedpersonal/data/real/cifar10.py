@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.errors import DataError
-from fedpersonal.data.real.files import require_file
+from fedpersonal.data.real.files import inside, require_file
 
 LAYOUT = "the CIFAR-10 python directory cifar-10-batches-py with data_batch_1..5, test_batch and batches.meta"
 SPLITS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -92,11 +92,23 @@ def class_names(path: Path) -> tuple[str, ...]:
     return tuple(name.decode() if isinstance(name, bytes) else str(name) for name in names)
 
 
+def batch_root(path: Path) -> Path:
+    """Where the batch files are: ``path/cifar-10-batches-py`` if present, else ``path``."""
+    return path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
+
+
+def batch_files(path: Path) -> list[Path]:
+    """Every batch file and ``batches.meta`` (if present); a DataError names a missing batch."""
+    root = batch_root(path)
+    files = [inside(path, require_file(root / name, LAYOUT)) for name in SPLITS["all"]]
+    return files + ([inside(path, root / "batches.meta")] if (root / "batches.meta").exists() else [])
+
+
 def load_cifar10(path: Path, split: str = "train") -> ImageSet:
     """The batches of ``split`` ("train": 50000 images, "test": 10000, "all")."""
     if split not in SPLITS:
         raise DataError(f"CIFAR-10 split {split!r} is unknown; expected one of {sorted(SPLITS)}")
-    root = path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
+    root = batch_root(path)
     batches = [read_batch(root / name) for name in SPLITS[split]]
     return ImageSet(
         images=np.concatenate([images for images, _ in batches]),

@@ -21,6 +21,58 @@ def require_file(path: Path, expected: str) -> Path:
     return path
 
 
+def inside(root: Path, path: Path) -> Path:
+    """``path`` itself if it is a regular file (or a link to one) within ``root``; a DataError
+    naming it when it is a broken or looping link, leads outside ``root``, or is not a file."""
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError) as error:  # a dangling link, a link loop
+        raise DataError(f"'{path}' is a broken or looping symbolic link ({error}); expected a readable file") from error
+    if not resolved.is_relative_to(root.resolve()):
+        raise DataError(f"'{path}' leads to '{resolved}', outside the dataset root '{root}'; expected files within it")
+    if not resolved.is_file():
+        raise DataError(f"'{path}' is not a regular file; expected a readable file")
+    return path
+
+
+def entries(directory: Path, root: Path) -> tuple[list[Path], list[Path]]:
+    """(sub-directories, files) of ``directory``, sorted, hidden names skipped. Links to directories
+    are not followed (a DataError names them); a linked file must stay within ``root``."""
+    directories, files = [], []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink() and path.is_dir():
+            raise DataError(
+                f"'{path}' is a symbolic link to a directory; expected real directories (links are not followed)"
+            )
+        if path.is_dir():
+            directories.append(path)
+        else:
+            files.append(path)
+    return directories, files
+
+
+def dataset_files(root: Path, suffix: str, max_depth: int) -> list[Path]:
+    """Every file named ``*suffix`` at most ``max_depth`` directories below ``root`` (or ``root``
+    itself when it is such a file), each checked by :func:`inside`."""
+    if root.is_file() or root.is_symlink():
+        return [inside(root.parent, root)]
+    found: list[Path] = []
+    level = [root]
+    for _ in range(max_depth + 1):
+        below: list[Path] = []
+        for directory in level:
+            directories, files = entries(directory, root)
+            found += [inside(root, file) for file in files if file.name.endswith(suffix)]
+            for folder in directories:
+                if folder.name.endswith(suffix):
+                    raise DataError(f"'{folder}' is not a regular file but a directory; expected a {suffix} file")
+            below += directories
+        level = below
+    return found
+
+
 def is_image(path: Path) -> bool:
     """Whether ``path`` has an image file suffix."""
     return path.suffix.lower() in IMAGE_SUFFIXES

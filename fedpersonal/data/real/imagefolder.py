@@ -14,17 +14,17 @@ import numpy as np
 
 from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.errors import DataError
-from fedpersonal.data.real.files import is_image, read_images
+from fedpersonal.data.real.files import entries, inside, is_image, read_images
 
 LAYOUT = "one sub-directory per class/identity holding its images (root/<identity>/<image>.jpg)"
 
 
 def class_files(path: Path) -> dict[str, list[Path]]:
     """Image files of every class folder under ``path``, sorted."""
-    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders, _ = entries(path, path)
     if not folders:
         raise DataError(f"'{path}' has no class sub-directories; expected {LAYOUT}")
-    files = {folder.name: sorted(p for p in folder.iterdir() if p.is_file() and is_image(p)) for folder in folders}
+    files = {folder.name: [inside(path, p) for p in entries(folder, path)[1] if is_image(p)] for folder in folders}
     empty = [name for name, images in files.items() if not images]
     if empty:
         raise DataError(f"class folder(s) {empty[:5]} under '{path}' hold no images; expected {LAYOUT}")

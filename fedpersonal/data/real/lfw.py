@@ -7,6 +7,7 @@ Only the images the pairs name are decoded; ``size`` and ``crop`` resize them wh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import numpy as np
 
 from fedpersonal.data.containers import VerificationSet
 from fedpersonal.data.errors import DataError
-from fedpersonal.data.real.files import read_images, require_file
+from fedpersonal.data.real.files import inside, read_images, require_file
 
+_NUMBER = re.compile(r"[0-9]+")  # ASCII digits only (str.isdigit also accepts '²')
+_NAME = re.compile(r"[^/\\\x00]+")  # one path component: no separators
 LAYOUT = "a directory holding pairs.txt and the LFW images as lfw/Name/Name_0001.jpg (or Name/Name_0001.jpg)"
 
 
@@ -31,8 +34,12 @@ def image_path(root: Path, name: str, number: str) -> Path:
 
 def parse_pairs(path: Path, root: Path) -> tuple[list[tuple[Path, Path]], list[bool], list[int]]:
     """Image-path pairs, same-identity flags and folds of ``pairs.txt``, checked line by line."""
-    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    if not lines or len(lines[0]) != 2 or not all(part.isdigit() for part in lines[0]):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read '{path}' ({error}); expected {LAYOUT}") from error
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if not lines or len(lines[0]) != 2 or not all(_NUMBER.fullmatch(part) for part in lines[0]):
         raise DataError(
             f"'{path}' line 1: {lines[0] if lines else 'empty file'}; expected '<folds> <pairs per half>' like '10 300'"
         )
@@ -48,15 +55,19 @@ def parse_pairs(path: Path, root: Path) -> tuple[list[tuple[Path, Path]], list[b
         fold, position = divmod(offset, 2 * per_half)
         matched = position < per_half
         width = 3 if matched else 4
-        if len(parts) != width or not (parts[1].isdigit() and parts[-1].isdigit()):
+        if len(parts) != width or not (_NUMBER.fullmatch(parts[1]) and _NUMBER.fullmatch(parts[-1])):
             kind = "matched 'name n1 n2'" if matched else "mismatched 'name1 n1 name2 n2'"
-            raise DataError(f"'{path}' line {number}: {' '.join(parts)!r}; expected a {kind} pair")
+            raise DataError(f"'{path}' line {number}: {' '.join(parts)!r}; expected a {kind} pair (ASCII digits)")
         names = (parts[0], parts[0]) if matched else (parts[0], parts[2])
         numbers = (parts[1], parts[2]) if matched else (parts[1], parts[3])
+        for name in names:
+            if not _NAME.fullmatch(name) or name in {".", ".."}:
+                raise DataError(f"'{path}' line {number}: identity name {name!r}; expected a plain folder name")
         files = (image_path(root, names[0], numbers[0]), image_path(root, names[1], numbers[1]))
         for file in files:
             if not file.is_file():
                 raise DataError(f"'{path}' line {number} names '{file}', which does not exist; expected {LAYOUT}")
+            inside(path.parent, file)
         pairs.append(files)
         same.append(matched)
         fold_of.append(fold)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from fedpersonal.data.containers import GazeSet
 from fedpersonal.data.errors import DataError
-from fedpersonal.data.real.files import resize
+from fedpersonal.data.real.files import inside, resize
 
 LAYOUT = "a directory of MPIIFaceGaze normalized files pXX.mat (MATLAB v7.3/HDF5 with Data/data and Data/label)"
 CHUNK = 100
@@ -75,11 +75,17 @@ def read_participant(
     return images, labels[:, :2].copy(), labels[:, 2:4].copy()
 
 
-def load_mpiifacegaze(path: Path, size: Sequence[int] | None = None, gray: bool = False) -> GazeSet:
-    """All participants under ``path``; ``size`` = (height, width) to resize to, ``gray`` for 1 channel."""
+def participant_files(path: Path) -> list[Path]:
+    """The ``pXX.mat`` files in ``path``; a DataError when there are none."""
     files = sorted(p for p in path.glob("p*.mat") if _PARTICIPANT.fullmatch(p.name))
     if not files:
         raise DataError(f"no pXX.mat files found in '{path}'; expected {LAYOUT}")
+    return [inside(path, file) for file in files]
+
+
+def load_mpiifacegaze(path: Path, size: Sequence[int] | None = None, gray: bool = False) -> GazeSet:
+    """All participants under ``path``; ``size`` = (height, width) to resize to, ``gray`` for 1 channel."""
+    files = participant_files(path)
     parts = [read_participant(file, size, gray) for file in files]
     return GazeSet(
         images=np.concatenate([images for images, _, _ in parts]),
