@@ -115,21 +115,21 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot load the checkpoint '{target}': {error}") from error
 
 
-def save_client_state(run_dir: Path, partition_id: int, server_round: int, state: RecordDict) -> None:
-    """Persist one client's state after ``server_round``; keep its newest two files."""
-    folder = Path(run_dir) / CLIENT_STATE_DIR
+def save_client_state(base: Path, partition_id: int, server_round: int, state: RecordDict) -> None:
+    """Persist one client's state after ``server_round`` under ``base/client-state``; keep its newest two files."""
+    folder = Path(base) / CLIENT_STATE_DIR
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     payload = recorddict_to_proto(state).SerializeToString()
-    atomic_write(client_state_file(run_dir, partition_id, server_round), payload, mode=0o600)  # owner only
+    atomic_write(client_state_file(base, partition_id, server_round), payload, mode=0o600)  # owner only
     for _, old in _state_files(folder, partition_id)[:-2]:
         old.unlink(missing_ok=True)
 
 
-def load_client_state(run_dir: Path, partition_id: int, up_to_round: int) -> RecordDict | None:
+def load_client_state(base: Path, partition_id: int, up_to_round: int) -> RecordDict | None:
     """The client's newest saved state from a round <= ``up_to_round`` (None if there is none)."""
     candidates = [
         path
-        for saved_round, path in _state_files(Path(run_dir) / CLIENT_STATE_DIR, partition_id)
+        for saved_round, path in _state_files(Path(base) / CLIENT_STATE_DIR, partition_id)
         if saved_round <= up_to_round
     ]
     if not candidates:
@@ -137,9 +137,9 @@ def load_client_state(run_dir: Path, partition_id: int, up_to_round: int) -> Rec
     return read_client_state(candidates[-1])
 
 
-def client_state_file(run_dir: Path, partition_id: int, server_round: int) -> Path:
-    """Where client ``partition_id``'s state after ``server_round`` is saved."""
-    return Path(run_dir) / CLIENT_STATE_DIR / f"{partition_id}.r{server_round}.bin"
+def client_state_file(base: Path, partition_id: int, server_round: int) -> Path:
+    """Where client ``partition_id``'s state after ``server_round`` is saved under ``base``."""
+    return Path(base) / CLIENT_STATE_DIR / f"{partition_id}.r{server_round}.bin"
 
 
 def read_client_state(path: Path) -> RecordDict:

@@ -9,22 +9,27 @@ with the Ray node that executed it (when running on Ray).
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, ConfigRecordValues, Context, Message
 from flwr.clientapp import ClientApp
 
 from clients.base import ClientAlgorithm
 from fedpersonal.checkpoint import load_client_state, save_client_state
 from fedpersonal.config import RunConfig
 from fedpersonal.faults import FaultSettings, apply_faults
-from simulations.loop import STATE_ROUND
+from simulations.loop import RUN_NAME, STATE_LOCATION, STATE_ROUND
 from simulations.registry import build_client, parse_run_config
 
 app = ClientApp()
+STATE_DIR_KEY = "state-dir"  # node config: where this client keeps personal state
+STATE_DIR_ENV = "FEDPERSONAL_STATE_DIR"  # the same, from the client's environment
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @lru_cache(maxsize=8)
@@ -50,10 +55,26 @@ def ray_node_id() -> str:
     return str(ray.get_runtime_context().get_node_id())
 
 
-def _restore_state(context: Context, config: ConfigRecord, partition_id: int) -> None:
+def state_base(context: Context, cfg: RunConfig, config: ConfigRecord) -> tuple[Path | None, str]:
+    """Where this client keeps its personal state for the run the message names, and how that place
+    was chosen: ``<root>/<run-name>/client-state/``, root = node config ``state-dir``, else the
+    environment's ``FEDPERSONAL_STATE_DIR`` (``custom``), else the run config's ``results-dir`` (``run-dir``:
+    inside the run directory, on one machine). The message only names the run, as one plain path
+    component; no path is ever taken from it. (None, '') when the message names no run."""
+    name = str(config.get(RUN_NAME, ""))
+    if not name:
+        return None, ""
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"message config '{RUN_NAME}' = {name!r}; expected a plain directory name")
+    custom = str(context.node_config.get(STATE_DIR_KEY, "") or os.environ.get(STATE_DIR_ENV, ""))
+    root = Path(custom or cfg.results_dir).expanduser().resolve()
+    return root / name, ("custom" if custom else "run-dir")
+
+
+def _restore_state(context: Context, config: ConfigRecord, base: Path | None, partition_id: int) -> None:
     resume_round = int(config.get("resume-round", 0))  # type: ignore[arg-type]
-    if resume_round > 0 and not context.state and config.get("run-dir"):
-        saved = load_client_state(Path(str(config["run-dir"])), partition_id, resume_round)
+    if resume_round > 0 and not context.state and base is not None:
+        saved = load_client_state(base, partition_id, resume_round)
         if saved is not None:
             for key, record in saved.items():
                 context.state[key] = record
@@ -63,17 +84,23 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     client = client_for(context)
     config = msg.content.config_records.get("config", ConfigRecord())
     server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
-    _restore_state(context, config, client.partition_id)
+    base, location = state_base(context, client.cfg, config)
+    _restore_state(context, config, base, client.partition_id)
     if kind == "train":
         apply_faults(client.cfg.section(FaultSettings), client.cfg.seed, client.partition_id, server_round)
     reply = client.train(msg) if kind == "train" else client.evaluate(msg)
+    if reply.has_error():
+        return reply
+    info: dict[str, ConfigRecordValues] = {}
     # Algorithms change their personal state only while training; evaluation would rewrite it unchanged.
-    if kind == "train" and context.state and config.get("run-dir") and not reply.has_error():
-        save_client_state(Path(str(config["run-dir"])), client.partition_id, server_round, context.state)
-        reply.content.metric_records["metrics"][STATE_ROUND] = server_round  # the server checks it on resume
+    if kind == "train" and context.state and base is not None:
+        save_client_state(base, client.partition_id, server_round, context.state)
+        info.update({STATE_ROUND: server_round, STATE_LOCATION: location})  # the server checks it on resume
     node = ray_node_id()
-    if node and not reply.has_error():
-        reply.content["info"] = ConfigRecord({"ray-node-id": node})
+    if node:
+        info["ray-node-id"] = node
+    if info:
+        reply.content["info"] = ConfigRecord(info)
     return reply
 
 

@@ -29,7 +29,9 @@ from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.results import RunDirectory
 from simulations.replies import check_replies
 
-STATE_ROUND = "state-round"  # reply metric: the client saved its personal state after this round
+RUN_NAME = "run-name"  # message config: the run directory's name (clients choose where their state lives)
+STATE_ROUND = "state-round"  # reply info: the client saved its personal state after this round ...
+STATE_LOCATION = "state-location"  # ... in its run directory ("run-dir") or a place it was configured with
 
 
 class RunFailedError(RuntimeError):
@@ -120,7 +122,7 @@ class RoundLoop:
             {
                 **self.settings.message_config,
                 "server-round": server_round,
-                "run-dir": str(self.run_dir.path),
+                RUN_NAME: self.run_dir.path.name,
                 "resume-round": self.settings.resume_round,
             }
         )
@@ -169,8 +171,8 @@ class RoundLoop:
         exchange = self._exchange(server_round, messages, train=True)
         rows = exchange.rows
         failures = sum(1 for row in rows if "error" in row)
-        for row in rows:
-            if STATE_ROUND in row and "partition-id" in row:
+        for row in rows:  # states inside the run directory are checked when the run is resumed
+            if row.get(STATE_LOCATION) == "run-dir" and "partition-id" in row:
                 self.client_states[int(row["partition-id"])] = int(row[STATE_ROUND])
         summary: dict[str, Any] = {
             "failures": failures,

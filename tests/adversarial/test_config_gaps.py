@@ -4,6 +4,7 @@ checked before training, results-dir checked writable, keys the run never reads 
 import math
 
 import pytest
+from real_data_files import private_cache, write_mpiigaze  # noqa: F401
 
 from fedpersonal.config import ConfigError
 from simulations.inprocess import run_inprocess
@@ -45,11 +46,12 @@ def test_an_unwritable_results_dir_stops_the_run_before_training(tmp_path):
     assert grid.sent == []  # no client was asked to do anything
 
 
-def test_a_data_path_with_a_dangling_symlink_is_a_clear_error(tmp_path):
-    (tmp_path / "Data").mkdir()
-    (tmp_path / "Data" / "gone.mat").symlink_to(tmp_path / "nowhere.mat")
+def test_a_data_path_with_a_dangling_symlink_is_a_clear_error(tmp_path, private_cache):  # noqa: F811
+    write_mpiigaze(tmp_path, participants=2, days=1, per_day=3)
+    gone = tmp_path / "Data" / "Normalized" / "p00" / "day09.mat"
+    gone.symlink_to(tmp_path / "nowhere.mat")
     message, grid = run_capturing_grid({**SMALL, "dataset": "mpiigaze", "data-path": str(tmp_path)})
-    assert f"cannot read '{tmp_path / 'Data' / 'gone.mat'}'" in message and grid.sent == []
+    assert f"cannot read '{gone}'" in message and grid.sent == []
 
 
 def test_keys_the_run_never_reads_are_named_in_a_warning_and_in_config_json(tmp_path, caplog):
