@@ -30,6 +30,7 @@ from fedpersonal.results import RunDirectory
 from simulations.replies import check_replies
 
 RUN_NAME = "run-name"  # message config: the run directory's name (clients choose where their state lives)
+AGGREGATED, GOOD_EVALUATIONS = "aggregated-rounds", "good-evaluations"  # checkpointed counts of the run
 STATE_ROUND = "state-round"  # reply info: the client saved its personal state after this round ...
 STATE_LOCATION = "state-location"  # ... in its run directory ("run-dir") or a place it was configured with
 
@@ -90,6 +91,7 @@ class LoopSettings:
     max_examples: float = math.inf  # the most samples a client can hold: larger num-examples are rejected
     fingerprint: Mapping[str, Any] = field(default_factory=dict)  # saved in every checkpoint
     client_states: Mapping[int, int] = field(default_factory=dict)  # partition -> round of its saved state
+    learned: Mapping[str, int] = field(default_factory=dict)  # what earlier sessions of a resumed run achieved
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,9 @@ class RoundLoop:
 
     def __init__(self, strategy: Strategy, grid: Grid, run_dir: RunDirectory, settings: LoopSettings) -> None:
         self.strategy, self.grid, self.run_dir, self.settings = strategy, grid, run_dir, settings
-        self.aggregated_rounds = 0  # rounds of this session whose replies were aggregated
+        self.aggregated_rounds = settings.learned.get(AGGREGATED, 0)  # rounds of the run that aggregated replies
+        self.good_evaluations = settings.learned.get(GOOD_EVALUATIONS, 0)  # evaluations with a good reply
         self.evaluations = 0  # evaluations of this session
-        self.good_evaluations = 0  # ... with at least one good reply
         self.first_error = ""  # the first client error of this session
         self.client_states = dict(settings.client_states)
 
@@ -211,10 +213,14 @@ class RoundLoop:
             arrays, train_summary, train_rows = self.train(server_round, arrays)
             evaluation, eval_rows = self.evaluate(server_round, arrays)
             self._record(server_round, start, train_summary, evaluation, train_rows + eval_rows, num_rounds)
-            extra = {"fingerprint": dict(self.settings.fingerprint), "client-states": dict(self.client_states)}
+            extra = {
+                "fingerprint": dict(self.settings.fingerprint),
+                "client-states": dict(self.client_states),
+                "learned": {AGGREGATED: self.aggregated_rounds, GOOD_EVALUATIONS: self.good_evaluations},
+            }
             state = strategy_state(self.strategy)
             save_checkpoint(self.run_dir.path, server_round, arrays.to_torch_state_dict(), state, extra)
-        self._check_learned(num_rounds - first_round + 1)
+        self._check_learned(num_rounds)
         return arrays
 
     def _check_learned(self, rounds: int) -> None:

@@ -138,6 +138,7 @@ class Resumed:
     arrays: ArrayRecord
     round: int
     client_states: dict[int, int]
+    learned: dict[str, int]
 
 
 def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expected: dict[str, Any]) -> Resumed:
@@ -188,7 +189,7 @@ def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expec
             run_dir.drop_rows_after(filename, done)
     except RunFileError as error:
         raise refuse(str(error)) from error
-    return Resumed(ArrayRecord(checkpoint["model"]), done, client_states)
+    return Resumed(ArrayRecord(checkpoint["model"]), done, client_states, dict(checkpoint.get("learned", {})))
 
 
 def run(grid: Grid, cfg: RunConfig) -> RunDirectory:
@@ -221,7 +222,7 @@ def _run_locked(grid: Grid, cfg: RunConfig, task: Task, strategy: Strategy, run_
     else:
         arrays = start_fresh(cfg, task, run_dir)
         expected = fingerprint(cfg, arrays.to_torch_state_dict())
-        resumed = Resumed(arrays, 0, {})
+        resumed = Resumed(arrays, 0, {}, {})
     arrays, done = resumed.arrays, resumed.round
     log(
         INFO,
@@ -238,6 +239,7 @@ def _run_locked(grid: Grid, cfg: RunConfig, task: Task, strategy: Strategy, run_
         task.metric, task.better, cfg.round_timeout_s, cfg.min_train_replies, resume_round=done,
         message_config={"lr": cfg.lr, "local-epochs": cfg.local_epochs, "batch-size": cfg.batch_size},
         max_examples=task.max_examples(), fingerprint=expected, client_states=resumed.client_states,
+        learned=resumed.learned,
     )  # fmt: skip
     final = RoundLoop(strategy, grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
     run_dir.save_model(final.to_torch_state_dict())

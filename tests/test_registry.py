@@ -7,6 +7,7 @@ import tomllib
 import torch
 from flwr.common.config import flatten_dict
 from flwr.serverapp.strategy import Strategy
+from small_configs import PAIRS, SMALL
 
 from clients.base import ClientAlgorithm
 from fedpersonal.config import section_name, settings_dict
@@ -15,20 +16,6 @@ from simulations.inprocess import run_inprocess
 from simulations.registry import ALGORITHMS, RUN_SECTIONS, all_sections, build_strategy, parse_run_config
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-# Small settings per task: 2 clients, 1 round, a few seconds each.
-SMALL = {
-    "gaze": {"samples-per-client": 30, "local-epochs": 1},
-    "classify": {
-        "samples-per-client": 30, "local-epochs": 1, "classify.corruptions": "blur,contrast",
-        "dua.server-samples": 20, "dua.generic-epochs": 1, "dua.expert-epochs": 1,
-    },
-    "face": {
-        "test-fraction": 0.25, "face.identities-min": 5, "face.identities-max": 5, "face.images-per-identity": 16,
-        "face.public-identities": 10, "face.public-images-per-identity": 3, "face.unseen-identities": 10,
-        "face.unseen-images-per-identity": 3, "face.pretrain-epochs": 1, "face.first-epochs": 1, "face.min-epochs": 1,
-    },
-}  # fmt: skip
-PAIRS = [(name, task) for name, entry in ALGORITHMS.items() for task in entry.tasks]
 
 
 def test_every_entry_has_both_halves_and_known_tasks():

@@ -6,6 +6,9 @@ import shutil
 
 import pytest
 import torch
+from crashing import crash_in_round
+from small_configs import PAIRS
+from small_configs import SMALL as SMALL_CONFIGS
 
 from fedpersonal.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, CLIENT_STATE_DIR
 from fedpersonal.config import ConfigError
@@ -90,3 +93,22 @@ def test_a_damaged_line_in_the_middle_names_the_file_and_line(tmp_path):
     path.write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
     with pytest.raises(ConfigError, match=f"'{path}' line 2 is not a JSON object"):
         resume(run_dir)
+
+
+@pytest.mark.parametrize(("name", "task"), PAIRS, ids=[f"{n}-{t}" for n, t in PAIRS])
+def test_crash_then_resume_equals_an_uninterrupted_run(name, task, tmp_path, monkeypatch):
+    """Every registered algorithm checkpoints all its state: strategy, clients' personal state, RNG."""
+    torch.set_num_threads(1)
+    config = {"strategy": name, "task": task, "num-clients": 2, "num-rounds": 2, **SMALL_CONFIGS[task]}
+    full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
+    crashed = crash_in_round(monkeypatch, {**config, "results-dir": str(tmp_path / "crashed")}, 2)
+    resumed, _ = run_inprocess({**config, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed)})
+
+    def rows(run_dir, filename):
+        return [{k: v for k, v in row.items() if k != "time-s"} for row in run_dir.read_rows(filename)]
+
+    assert rows(resumed, "rounds.jsonl") == rows(full, "rounds.jsonl")
+    assert rows(resumed, "clients.jsonl") == rows(full, "clients.jsonl")
+    expected = torch.load(full.path / "model.pt", weights_only=True)
+    for key, value in torch.load(resumed.path / "model.pt", weights_only=True).items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)

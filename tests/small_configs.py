@@ -1,0 +1,19 @@
+"""Small run configs per task (2 clients, a few seconds a round) and every registered (algorithm,
+task) pair, for tests that walk the algorithm registry."""
+
+from simulations.registry import ALGORITHMS
+
+# Small settings per task: 2 clients, 1 round, a few seconds each.
+SMALL = {
+    "gaze": {"samples-per-client": 30, "local-epochs": 1},
+    "classify": {
+        "samples-per-client": 30, "local-epochs": 1, "classify.corruptions": "blur,contrast",
+        "dua.server-samples": 20, "dua.generic-epochs": 1, "dua.expert-epochs": 1,
+    },
+    "face": {
+        "test-fraction": 0.25, "face.identities-min": 5, "face.identities-max": 5, "face.images-per-identity": 16,
+        "face.public-identities": 10, "face.public-images-per-identity": 3, "face.unseen-identities": 10,
+        "face.unseen-images-per-identity": 3, "face.pretrain-epochs": 1, "face.first-epochs": 1, "face.min-epochs": 1,
+    },
+}  # fmt: skip
+PAIRS = [(name, task) for name, entry in ALGORITHMS.items() for task in entry.tasks]
