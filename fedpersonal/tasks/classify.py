@@ -15,7 +15,9 @@ section ``classify`` (``[tool.flwr.app.config.classify]``):
 Datasets (``dataset``; a registry, :data:`DATASETS`): ``shapes`` (alias ``synthetic``, the default)
 is the procedural generator of :mod:`fedpersonal.data.synthetic.shapes`, where every user also has
 its own palette, texture and style; ``digits`` is scikit-learn's bundled 8x8 digits, upsampled to
-16x16, whose pool is split once (seeded) into a user part (40% server, 60% users).
+16x16, a finite pool split once (seeded) into a server share (40%, DUA's experts) and a users' share
+that section ``partition`` splits into disjoint clients like any real dataset (no sample is in two
+clients); its user shift is ``corruption`` or ``none``.
 ``cifar10`` and ``femnist`` (:data:`PARTITIONED`, read from ``data-path``) are split among the
 clients by the ``partition`` section (IID, Dirichlet, pathological, shard, natural writers,
 quantity skew); they need ``classify.user-shift = "none"`` and have no server share (no DUA).
@@ -42,6 +44,7 @@ from fedpersonal.config import ConfigError, RunConfig, require_choice, setting
 from fedpersonal.data.containers import ImageSet
 from fedpersonal.data.corruptions import CORRUPTIONS, corrupt
 from fedpersonal.data.federated import DataRequest, client_split, federated, prepare
+from fedpersonal.data.partition import Partition, PartitionSettings, make_partition
 from fedpersonal.data.real.digits import load_digits
 from fedpersonal.data.synthetic import shapes
 from fedpersonal.models.cnn import SmallCNN
@@ -105,28 +108,37 @@ class ImageSource:
     channels: int
     num_classes: int
     draw: Draw
+    pool: Callable[[], tuple[Images, Labels]] | None = None  # a finite pool: users are partitions of it
 
 
 def _draw_shapes(cfg: RunConfig, role: str, source: int, count: int, classes: tuple[int, ...]) -> tuple[Images, Labels]:
     return shapes.generate(source, count, classes, cfg.seed, cfg.heterogeneity)
 
 
-def pooled(load: Callable[[RunConfig], tuple[Images, Labels]], channels: int, num_classes: int) -> ImageSource:
-    """A source drawn from one pool of labelled images (N, C, H, W): a seeded share
-    (:data:`SERVER_POOL_SHARE`) is the server's, the rest the users'. A user draws up to ``count``
-    distinct samples of its classes (users may overlap)."""
+def pool_shares(count: int, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(server indices, user indices) of a pool of ``count`` samples: a seeded
+    :data:`SERVER_POOL_SHARE` is the server's, the rest the users'."""
+    order = np.random.default_rng([seed, 11]).permutation(count)
+    cut = int(round(SERVER_POOL_SHARE * count))
+    return order[:cut], order[cut:]
+
+
+def pooled(load: Callable[[], tuple[Images, Labels]], channels: int, num_classes: int) -> ImageSource:
+    """A finite pool of labelled images (N, C, H, W). The server draws from its share (DUA's
+    experts); the users' share is split into disjoint clients by section ``partition``
+    (:func:`pooled_client`), never drawn with overlaps."""
 
     def draw(cfg: RunConfig, role: str, source: int, count: int, classes: tuple[int, ...]) -> tuple[Images, Labels]:
-        images, labels = load(cfg)
-        order = np.random.default_rng([cfg.seed, 11]).permutation(len(labels))
-        cut = int(round(SERVER_POOL_SHARE * len(labels)))
-        part = order[:cut] if role == "server" else order[cut:]
+        if role != "server":
+            raise ValueError(f"dataset {cfg.dataset!r}: users get disjoint partitions (pooled_client), not draws")
+        images, labels = load()
+        part, _ = pool_shares(len(labels), cfg.seed)
         candidates = part[np.isin(labels[part], classes)]
         rng = np.random.default_rng([cfg.seed, ROLES[role], source, 12])
         chosen = rng.choice(candidates, size=min(count, len(candidates)), replace=False)
         return images[chosen], labels[chosen]
 
-    return ImageSource(channels, num_classes, draw)
+    return ImageSource(channels, num_classes, draw, load)
 
 
 @lru_cache(maxsize=1)
@@ -154,7 +166,7 @@ PARTITIONED: dict[str, ImageSource] = {
 DATASETS: dict[str, ImageSource] = {
     "synthetic": SHAPES,
     "shapes": SHAPES,
-    "digits": pooled(lambda cfg: _digits(), channels=1, num_classes=10),
+    "digits": pooled(_digits, channels=1, num_classes=10),
     **PARTITIONED,
 }
 
@@ -225,6 +237,49 @@ def domain_samples(cfg: RunConfig, domain: Domain, role: str, source: int, count
     return _domain_samples(key, domain, role, source, count)
 
 
+@lru_cache(maxsize=8)
+def _pool_partition(
+    dataset: str, seed: int, clients: int, settings: PartitionSettings, test_fraction: float
+) -> tuple[NDArray[np.int64], Partition]:
+    pool = DATASETS[dataset].pool
+    assert pool is not None
+    _, labels = pool()
+    _, users = pool_shares(len(labels), seed)
+    return users, make_partition(labels[users], None, len(users), clients, settings, test_fraction, seed, dataset)
+
+
+def pool_partition(cfg: RunConfig) -> tuple[NDArray[np.int64], Partition]:
+    """(the users' share of the pool, its partition into the run's clients); a ConfigError for a
+    category shift, which a pool's clients cannot have (use a class-skewed partition instead)."""
+    if cfg.section(ClassifySettings).user_shift == "category":
+        raise ConfigError(
+            f"run config key 'classify.user-shift' = 'category' is invalid with dataset {cfg.dataset!r}, whose "
+            "clients are partitions of one pool; expected 'corruption' or 'none' (class skew: partition.name = "
+            "'pathological' or 'dirichlet')"
+        )
+    return _pool_partition(cfg.dataset, cfg.seed, cfg.num_clients, cfg.section(PartitionSettings), cfg.test_fraction)
+
+
+def pooled_client(cfg: RunConfig, partition_id: int) -> ClientData:
+    """Client ``partition_id`` of a pooled dataset: its disjoint partition of the users' share
+    (section ``partition``), split into train/test, with its domain's corruption if any."""
+    pool = source_of(cfg).pool
+    assert pool is not None
+    images, labels = pool()
+    users, partition = pool_partition(cfg)
+    domain = user_domain(cfg, partition_id)
+    rng = np.random.default_rng([cfg.seed, ROLES["user"], partition_id, 13])
+    severity = min(1.0, cfg.section(ClassifySettings).severity * rng.uniform(0.8, 1.2))
+    splits = []
+    for indices in (partition.train[partition_id], partition.test[partition_id]):
+        chosen = users[indices]
+        part = (
+            images[chosen] if domain.corruption is None else corrupt(images[chosen], domain.corruption, severity, rng)
+        )
+        splits.append((torch.from_numpy(np.ascontiguousarray(part)), torch.from_numpy(labels[chosen].astype(np.int64))))
+    return ClientData(splits[0], splits[1])
+
+
 def server_data(cfg: RunConfig, domain: Domain, count: int) -> Tensors:
     """About ``count`` labelled server samples of ``domain``, from :data:`SERVER_SOURCES` collections."""
     share = max(1, -(-count // SERVER_SOURCES))
@@ -246,9 +301,11 @@ class ClassifyTask(Task):
         return SmallCNN(source.channels, source.num_classes, self.cfg.section(ClassifySettings).width)
 
     def prepare_data(self) -> None:
-        """Decode, cache, partition and check a partitioned real dataset before clients start."""
+        """Decode, cache, partition and check a partitioned dataset before clients start."""
         if self.cfg.dataset in PARTITIONED:
             prepare(partition_request(self.cfg))
+        elif source_of(self.cfg).pool is not None:
+            pool_partition(self.cfg)
 
     def client_data(self, partition_id: int) -> ClientData:
         """User ``partition_id`` in its domain (or its partition of a real dataset), split into train/test."""
@@ -256,6 +313,8 @@ class ClassifyTask(Task):
         if cfg.dataset in PARTITIONED:
             train, test = client_split(partition_request(cfg), partition_id)
             return ClientData(image_tensors(train), image_tensors(test))
+        if source_of(cfg).pool is not None:
+            return pooled_client(cfg, partition_id)
         domain = user_domain(cfg, partition_id)
         samples = domain_samples(cfg, domain, "user", partition_id, cfg.samples_per_client)
         if len(samples[0]) < 2:
@@ -266,11 +325,22 @@ class ClassifyTask(Task):
         """CIFAR-10 and FEMNIST are read from ``data-path``."""
         return self.cfg.dataset in PARTITIONED
 
+    def sections_read(self) -> set[str]:
+        """``classify``, and ``partition`` for every finite dataset (read from files or a pool)."""
+        return super().sections_read() | ({"partition"} if source_of(self.cfg).pool is not None else set())
+
+    def unread_keys(self) -> set[str]:
+        """A pool's clients are partitions: the generator's keys and ``data-path`` are not read."""
+        if source_of(self.cfg).pool is not None:
+            return {"data-path", "samples-per-client", "heterogeneity"}
+        return super().unread_keys()
+
     def max_examples(self) -> int:
         """``samples-per-client`` for drawn users; the whole dataset's size for a partitioned one."""
         if self.cfg.dataset in PARTITIONED:
             return len(federated(partition_request(self.cfg))[0])
-        return self.cfg.samples_per_client
+        pool = source_of(self.cfg).pool
+        return self.cfg.samples_per_client if pool is None else len(pool()[1])
 
     def expert_domains(self) -> list[Domain]:
         """The domains DUA's server trains one expert each for (= the users' domains)."""
