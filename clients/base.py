@@ -65,12 +65,21 @@ class ClientAlgorithm:
     # kept in context.state["personal"] and override what the server sends.
     personal_prefixes: tuple[str, ...] = ()
 
+    def personal_keys(self, model: nn.Module) -> list[str]:
+        """The keys of ``model`` that never leave the device (default: those under
+        :attr:`personal_prefixes`; an algorithm may choose them otherwise, e.g. by layer type)."""
+        return select_keys(model.state_dict(), self.personal_prefixes)
+
     def model_from(self, msg: Message) -> nn.Module:
         """A model holding the arrays the server sent, and this client's personal part if any
-        (a per-process model object, reset to the run's seeded initial weights first)."""
-        # A message without personal keys carries every key (a strict load): no reset needed first.
-        model = pooled_initial_model(self.task, self.cfg, reset=bool(self.personal_prefixes))
-        load_arrays(model, msg.content.array_records["arrays"], strict=not self.personal_prefixes)
+        (a per-process model object, reset to the run's seeded initial weights first when the
+        message does not carry every key)."""
+        arrays = msg.content.array_records["arrays"]
+        model = pooled_initial_model(self.task, self.cfg, reset=False)
+        complete = set(arrays.keys()) >= set(model.state_dict())
+        if not complete:  # keys the message lacks start from the run's initial weights
+            model = pooled_initial_model(self.task, self.cfg, reset=True)
+        load_arrays(model, arrays, strict=complete)
         personal = self.context.state.array_records.get("personal")
         if personal is not None:
             load_arrays(model, personal, strict=False)
@@ -100,10 +109,10 @@ class ClientAlgorithm:
     def outgoing_arrays(self, model: nn.Module) -> ArrayRecord:
         """What leaves the device after training: the whole model, less the personal keys, which
         are stored in ``context.state``."""
-        if not self.personal_prefixes:
+        personal = self.personal_keys(model)
+        if not personal:
             return to_arrays(model)
         keys = list(model.state_dict())
-        personal = select_keys(keys, self.personal_prefixes)
         self.context.state["personal"] = to_arrays(model, personal)
         return to_arrays(model, [key for key in keys if key not in personal])
 

@@ -17,11 +17,16 @@ from typing import Any
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from clients.base import ClientAlgorithm
+from clients.ditto import DittoClient, DittoSettings
 from clients.dua import DUAClient
 from clients.face import FaceClient, FaceFineTuneClient, FaceLocalClient
+from clients.fedbabu import FedBABUClient, FedBABUSettings
+from clients.fedbn import FedBNClient
 from clients.fedfr import FedFRClient, FedFRSettings
 from clients.fedper import FedPerClient
 from clients.fedprox import FedProxClient
+from clients.fedrep import FedRepClient, FedRepSettings
+from clients.lgfedavg import LGFedAvgClient
 from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
 from fedpersonal.config import ConfigError, RunConfig, parse_config, require_choice, section_name, settings_dict
@@ -129,6 +134,11 @@ ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017"),
     Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020"),
     Algorithm("fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019"),
+    Algorithm("fedrep", _fedavg, FedRepClient, VISION, (FedRepSettings,), "Collins et al., ICML 2021"),
+    Algorithm("fedbabu", _fedavg, FedBABUClient, VISION, (FedBABUSettings,), "Oh et al., ICLR 2022"),
+    Algorithm("lg-fedavg", _fedavg, LGFedAvgClient, VISION, paper="Liang et al., arXiv:2001.01523, 2020"),
+    Algorithm("fedbn", _fedavg, FedBNClient, VISION, paper="Li et al., ICLR 2021"),
+    Algorithm("ditto", _fedavg, DittoClient, VISION, (DittoSettings,), "Li et al., ICML 2021"),
     Algorithm("fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335"),
     Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI),
     Algorithm("fedyogi", _fedyogi, ClientAlgorithm, VISION, (FedYogiSettings,), REDDI),

@@ -1,0 +1,102 @@
+"""Personalization baselines, each by its defining behaviour on the captured messages and state:
+FedBN (BatchNorm stays local), LG-FedAvg (only the head is shared), FedRep (head epochs, then body
+epochs), FedBABU (head frozen while federated, fine-tuned for the personal model), Ditto (a personal
+model pulled towards the global one)."""
+
+import pytest
+import torch
+from flwr.app import MessageType
+
+from clients.base import ClientAlgorithm
+from simulations.inprocess import run_inprocess
+
+CLASSIFY = {"task": "classify", "num-clients": 2, "num-rounds": 1, "samples-per-client": 40, "local-epochs": 1,
+            "classify.corruptions": "blur,contrast"}  # fmt: skip
+BN_KEYS = {"running_mean", "running_var", "num_batches_tracked"}
+
+
+def run(strategy, tmp_path, **extra):
+    return run_inprocess({**CLASSIFY, "strategy": strategy, **extra, "results-dir": str(tmp_path)}, record=True)
+
+
+def train_replies(grid):
+    return [r for r in grid.replies if r.metadata.message_type == MessageType.TRAIN and not r.has_error()]
+
+
+def sent_train(grid):
+    return [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
+
+
+def test_fedbn_keeps_every_batchnorm_key_on_the_device(tmp_path):
+    _, grid = run("fedbn", tmp_path, **{"num-rounds": 2})
+    bn_layers = {"body.1", "body.5", "body.9"}  # the SmallCNN's BatchNorm layers
+    for reply in train_replies(grid):
+        keys = set(reply.content["arrays"].keys())
+        assert not any(key.rsplit(".", 1)[0] in bn_layers for key in keys)
+        assert {"body.0.weight", "head.weight"} <= keys
+    personal = {key for ctx in grid.contexts.values() for key in ctx.state["personal"].keys()}
+    assert {key.rsplit(".", 1)[1] for key in personal} == {"weight", "bias"} | BN_KEYS
+    assert {key.rsplit(".", 1)[0] for key in personal} == bn_layers
+    round_two = [m for m in sent_train(grid) if m.content["config"]["server-round"] == 2]
+    assert all(not BN_KEYS & {k.rsplit(".", 1)[1] for k in m.content["arrays"].keys()} for m in round_two)
+
+
+def test_lg_fedavg_shares_only_the_head(tmp_path):
+    _, grid = run("lg-fedavg", tmp_path)
+    for reply in train_replies(grid):
+        assert set(reply.content["arrays"].keys()) == {"head.weight", "head.bias"}
+
+
+def test_fedrep_trains_the_head_then_the_body(tmp_path, monkeypatch):
+    calls = []
+    original = ClientAlgorithm.local_train
+
+    def recording(self, model, server_round, tensors=None, loss=None, epochs=None):
+        trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+        calls.append((trainable, epochs))
+        return original(self, model, server_round, tensors, loss, epochs)
+
+    monkeypatch.setattr(ClientAlgorithm, "local_train", recording)
+    _, grid = run("fedrep", tmp_path, **{"fedrep.head-epochs": 3})
+    assert calls[:2] == [({"head"}, 3), ({"body"}, None)]  # per client: head (3 epochs), then body
+    for reply in train_replies(grid):
+        assert all(key.startswith("body.") for key in reply.content["arrays"].keys())
+
+
+def test_fedbabu_never_trains_the_head_and_fine_tunes_it_for_the_personal_model(tmp_path):
+    run_dir, grid = run("fedbabu", tmp_path)
+    sent = sent_train(grid)[0].content["arrays"].to_torch_state_dict()
+    for reply in train_replies(grid):
+        got = reply.content["arrays"].to_torch_state_dict()
+        assert torch.equal(got["head.weight"], sent["head.weight"]) and torch.equal(got["head.bias"], sent["head.bias"])
+        assert not torch.equal(got["body.0.weight"], sent["body.0.weight"])
+    evaluated = [row for row in run_dir.read_rows("clients.jsonl") if row["phase"] == "evaluate" and row["round"] == 1]
+    assert all("personalized-accuracy" in row for row in evaluated)
+    assert any(row["personalized-accuracy"] != row["accuracy"] for row in evaluated)
+
+
+def test_ditto_sends_fedavgs_model_and_keeps_a_personal_model_pulled_to_the_global(tmp_path):
+    _, fedavg = run("fedavg", tmp_path / "fedavg", **{"local-epochs": 3})
+    _, ditto = run("ditto", tmp_path / "ditto", **{"ditto.lam": 10.0, "local-epochs": 3})
+    for a, b in zip(train_replies(fedavg), train_replies(ditto)):  # the global half is plain FedAvg
+        for key, value in a.content["arrays"].to_torch_state_dict().items():
+            torch.testing.assert_close(b.content["arrays"].to_torch_state_dict()[key], value, rtol=0, atol=0)
+
+    def distance(grid):
+        sent = sent_train(grid)[0].content["arrays"].to_torch_state_dict()
+        gaps = []
+        for ctx in grid.contexts.values():
+            personal = ctx.state["ditto-personal"].to_torch_state_dict()
+            weights = [k for k in sent if sent[k].is_floating_point() and "running" not in k]  # parameters only
+            gaps.append(sum(float(((personal[k] - sent[k]) ** 2).sum()) for k in weights))
+        return gaps
+
+    _, loose = run("ditto", tmp_path / "loose", **{"ditto.lam": 0.0, "local-epochs": 3})
+    assert all(tight < 0.7 * free for tight, free in zip(distance(ditto), distance(loose)))
+
+
+@pytest.mark.parametrize("strategy", ["fedbabu", "ditto"])
+def test_personalized_metrics_are_reported_next_to_the_global_ones(strategy, tmp_path):
+    run_dir, _ = run(strategy, tmp_path)
+    last = run_dir.read_rows("rounds.jsonl")[-1]
+    assert {"global-accuracy", "global-personalized-accuracy", "worst-client-personalized-accuracy"} <= set(last)
