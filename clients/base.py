@@ -70,11 +70,15 @@ class ClientAlgorithm:
         :attr:`personal_prefixes`; an algorithm may choose them otherwise, e.g. by layer type)."""
         return select_keys(model.state_dict(), self.personal_prefixes)
 
+    def received_arrays(self, msg: Message) -> ArrayRecord:
+        """The model arrays of a message (an algorithm that sends more in ``arrays`` strips it here)."""
+        return msg.content.array_records["arrays"]
+
     def model_from(self, msg: Message) -> nn.Module:
         """A model holding the arrays the server sent, and this client's personal part if any
         (a per-process model object, reset to the run's seeded initial weights first when the
         message does not carry every key)."""
-        arrays = msg.content.array_records["arrays"]
+        arrays = self.received_arrays(msg)
         model = pooled_initial_model(self.task, self.cfg, reset=False)
         complete = set(arrays.keys()) >= set(model.state_dict())
         if not complete:  # keys the message lacks start from the run's initial weights

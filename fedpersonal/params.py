@@ -9,6 +9,9 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 
+CONTROL_PREFIX = "control/"  # keys of control variates packed next to a model's (SCAFFOLD)
+
+
 def select_keys(keys: Iterable[str], prefixes: Iterable[str]) -> list[str]:
     """The keys that start with any of ``prefixes`` (e.g. ``["body."]`` for a shared body)."""
     wanted = tuple(prefixes)

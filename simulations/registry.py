@@ -27,6 +27,7 @@ from clients.fedper import FedPerClient
 from clients.fedprox import FedProxClient
 from clients.fedrep import FedRepClient, FedRepSettings
 from clients.lgfedavg import LGFedAvgClient
+from clients.scaffold import ScaffoldClient
 from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
 from fedpersonal.config import ConfigError, RunConfig, parse_config, require_choice, section_name, settings_dict
@@ -39,6 +40,7 @@ from strategies.face import FaceFedAvg, FaceLocalOnly
 from strategies.fedfr import FedFR
 from strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedOptTorch, FedYogi
 from strategies.fedprox import FedProx, FedProxSettings
+from strategies.scaffold import Scaffold
 from strategies.server_optimizers import (
     FedAdagradSettings,
     FedAdamSettings,
@@ -114,6 +116,10 @@ def _fedopt(cfg: RunConfig) -> Strategy:
     return FedOptTorch(optimizer=s.optimizer, eta=s.server_lr, options=s.options, **sampling(cfg))
 
 
+def _scaffold(cfg: RunConfig) -> Strategy:
+    return Scaffold(**sampling(cfg))
+
+
 def _dua(cfg: RunConfig) -> Strategy:
     return DUA(experts_for(cfg), omega_norm=cfg.section(DUASettings).omega_norm, **sampling(cfg))
 
@@ -133,6 +139,7 @@ REDDI = "Reddi et al., Adaptive Federated Optimization, ICLR 2021"
 ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017"),
     Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020"),
+    Algorithm("scaffold", _scaffold, ScaffoldClient, VISION, paper="Karimireddy et al., ICML 2020"),
     Algorithm("fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019"),
     Algorithm("fedrep", _fedavg, FedRepClient, VISION, (FedRepSettings,), "Collins et al., ICML 2021"),
     Algorithm("fedbabu", _fedavg, FedBABUClient, VISION, (FedBABUSettings,), "Oh et al., ICLR 2022"),
