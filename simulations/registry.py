@@ -27,6 +27,7 @@ from clients.fedper import FedPerClient
 from clients.fedprox import FedProxClient
 from clients.fedrep import FedRepClient, FedRepSettings
 from clients.lgfedavg import LGFedAvgClient
+from clients.local import LocalOnlyClient
 from clients.scaffold import ScaffoldClient
 from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
@@ -40,6 +41,7 @@ from strategies.face import FaceFedAvg, FaceLocalOnly
 from strategies.fedfr import FedFR
 from strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedOptTorch, FedYogi
 from strategies.fedprox import FedProx, FedProxSettings
+from strategies.local import LocalOnly
 from strategies.scaffold import Scaffold
 from strategies.server_optimizers import (
     FedAdagradSettings,
@@ -116,6 +118,10 @@ def _fedopt(cfg: RunConfig) -> Strategy:
     return FedOptTorch(optimizer=s.optimizer, eta=s.server_lr, options=s.options, **sampling(cfg))
 
 
+def _local(cfg: RunConfig) -> Strategy:
+    return LocalOnly(**sampling(cfg))
+
+
 def _scaffold(cfg: RunConfig) -> Strategy:
     return Scaffold(**sampling(cfg))
 
@@ -139,6 +145,7 @@ REDDI = "Reddi et al., Adaptive Federated Optimization, ICLR 2021"
 ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017"),
     Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020"),
+    Algorithm("local", _local, LocalOnlyClient, VISION, paper="reference: local training only"),
     Algorithm("scaffold", _scaffold, ScaffoldClient, VISION, paper="Karimireddy et al., ICML 2020"),
     Algorithm("fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019"),
     Algorithm("fedrep", _fedavg, FedRepClient, VISION, (FedRepSettings,), "Collins et al., ICML 2021"),

@@ -20,6 +20,7 @@ from torch import nn
 
 from fedpersonal.params import load_arrays
 from fedpersonal.tasks.face import FaceTask
+from strategies.local import LocalOnly
 
 
 class FaceFedAvg(FedAvg):
@@ -54,19 +55,6 @@ class FaceFedAvg(FedAvg):
         return MetricRecord({**dict(aggregated or {}), **self.unseen})
 
 
-class FaceLocalOnly(FaceFedAvg):
-    """Local-only training: clients share nothing, the global model stays the pretrained one."""
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Remember the global arrays; clients train their own backbones."""
-        self.current = arrays
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """The unchanged global arrays and the clients' aggregated train metrics."""
-        _, metrics = super().aggregate_train(server_round, replies)
-        return self.current, metrics
+class FaceLocalOnly(LocalOnly, FaceFedAvg):
+    """Local-only training: clients share nothing, the global model stays the pretrained one (the
+    server still evaluates it on the unseen identities)."""

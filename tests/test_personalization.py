@@ -100,3 +100,16 @@ def test_personalized_metrics_are_reported_next_to_the_global_ones(strategy, tmp
     run_dir, _ = run(strategy, tmp_path)
     last = run_dir.read_rows("rounds.jsonl")[-1]
     assert {"global-accuracy", "global-personalized-accuracy", "worst-client-personalized-accuracy"} <= set(last)
+
+
+def test_local_only_shares_nothing_and_still_learns(tmp_path):
+    run_dir, grid = run("local", tmp_path, **{"num-rounds": 2, "local-epochs": 2})
+    for reply in train_replies(grid):
+        assert len(reply.content["arrays"].keys()) == 0  # nothing leaves the device
+    initial = sent_train(grid)[0].content["arrays"].to_torch_state_dict()
+    final = torch.load(run_dir.path / "model.pt", weights_only=True)
+    assert all(torch.equal(final[key], value) for key, value in initial.items())  # the global model never moves
+    for ctx in grid.contexts.values():
+        assert set(ctx.state["personal"].keys()) == set(initial)
+    rounds = run_dir.read_rows("rounds.jsonl")
+    assert rounds[-1]["global-accuracy"] > rounds[0]["global-accuracy"]  # each client's own model learned
