@@ -28,6 +28,7 @@ from clients.fedprox import FedProxClient
 from clients.fedrep import FedRepClient, FedRepSettings
 from clients.lgfedavg import LGFedAvgClient
 from clients.local import LocalOnlyClient
+from clients.perfedavg import PerFedAvgClient, PerFedAvgSettings
 from clients.scaffold import ScaffoldClient
 from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
@@ -152,6 +153,7 @@ ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("fedbabu", _fedavg, FedBABUClient, VISION, (FedBABUSettings,), "Oh et al., ICLR 2022"),
     Algorithm("lg-fedavg", _fedavg, LGFedAvgClient, VISION, paper="Liang et al., arXiv:2001.01523, 2020"),
     Algorithm("fedbn", _fedavg, FedBNClient, VISION, paper="Li et al., ICLR 2021"),
+    Algorithm("perfedavg", _fedavg, PerFedAvgClient, VISION, (PerFedAvgSettings,), "Fallah et al., NeurIPS 2020"),
     Algorithm("ditto", _fedavg, DittoClient, VISION, (DittoSettings,), "Li et al., ICML 2021"),
     Algorithm("fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335"),
     Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI),

@@ -95,7 +95,7 @@ def test_ditto_sends_fedavgs_model_and_keeps_a_personal_model_pulled_to_the_glob
     assert all(tight < 0.7 * free for tight, free in zip(distance(ditto), distance(loose)))
 
 
-@pytest.mark.parametrize("strategy", ["fedbabu", "ditto"])
+@pytest.mark.parametrize("strategy", ["fedbabu", "ditto", "perfedavg"])
 def test_personalized_metrics_are_reported_next_to_the_global_ones(strategy, tmp_path):
     run_dir, _ = run(strategy, tmp_path)
     last = run_dir.read_rows("rounds.jsonl")[-1]
@@ -113,3 +113,32 @@ def test_local_only_shares_nothing_and_still_learns(tmp_path):
         assert set(ctx.state["personal"].keys()) == set(initial)
     rounds = run_dir.read_rows("rounds.jsonl")
     assert rounds[-1]["global-accuracy"] > rounds[0]["global-accuracy"]  # each client's own model learned
+
+
+def test_per_fedavg_first_order_maml_step_by_hand():
+    """temp = w - alpha grad f(w; D1); w' = w - beta grad f(temp; D2), for a linear model and MSE,
+    with the gradients written out: d/dw mean((Xw + b - y)^2) = 2/n X^T r, d/db = 2/n sum r."""
+    from torch import nn
+
+    from clients.perfedavg import fo_maml_step
+
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    first = (torch.tensor([[1.0, 2.0], [0.5, -1.0]]), torch.tensor([[1.0], [0.0]]))
+    second = (torch.tensor([[-1.0, 0.5], [2.0, 1.0], [0.0, 1.0]]), torch.tensor([[0.5], [1.0], [-1.0]]))
+    alpha, beta = 0.1, 0.05
+
+    def grad(w, b, batch):
+        x, y = batch
+        residual = x @ w + b - y
+        return 2 / len(x) * x.T @ residual, 2 / len(x) * residual.sum(0)
+
+    w, b = model.weight.detach().T.clone(), model.bias.detach().clone()
+    gw, gb = grad(w, b, first)
+    tw, tb = w - alpha * gw, b - alpha * gb
+    ow, ob = grad(tw, tb, second)
+    expected_w, expected_b = w - beta * ow, b - beta * ob
+
+    fo_maml_step(model, lambda m, batch: ((m(batch[0]) - batch[1]) ** 2).mean(), first, second, alpha, beta)
+    torch.testing.assert_close(model.weight.detach().T, expected_w)
+    torch.testing.assert_close(model.bias.detach(), expected_b)
