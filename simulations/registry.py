@@ -16,6 +16,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import FedAvg, Strategy
 
+from clients.apfl import APFLClient, APFLSettings
 from clients.base import ClientAlgorithm
 from clients.ditto import DittoClient, DittoSettings
 from clients.dua import DUAClient
@@ -154,6 +155,7 @@ ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("lg-fedavg", _fedavg, LGFedAvgClient, VISION, paper="Liang et al., arXiv:2001.01523, 2020"),
     Algorithm("fedbn", _fedavg, FedBNClient, VISION, paper="Li et al., ICLR 2021"),
     Algorithm("perfedavg", _fedavg, PerFedAvgClient, VISION, (PerFedAvgSettings,), "Fallah et al., NeurIPS 2020"),
+    Algorithm("apfl", _fedavg, APFLClient, VISION, (APFLSettings,), "Deng et al., arXiv:2003.13461, 2020"),
     Algorithm("ditto", _fedavg, DittoClient, VISION, (DittoSettings,), "Li et al., ICML 2021"),
     Algorithm("fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335"),
     Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI),

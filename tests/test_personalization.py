@@ -95,7 +95,7 @@ def test_ditto_sends_fedavgs_model_and_keeps_a_personal_model_pulled_to_the_glob
     assert all(tight < 0.7 * free for tight, free in zip(distance(ditto), distance(loose)))
 
 
-@pytest.mark.parametrize("strategy", ["fedbabu", "ditto", "perfedavg"])
+@pytest.mark.parametrize("strategy", ["fedbabu", "ditto", "perfedavg", "apfl"])
 def test_personalized_metrics_are_reported_next_to_the_global_ones(strategy, tmp_path):
     run_dir, _ = run(strategy, tmp_path)
     last = run_dir.read_rows("rounds.jsonl")[-1]
@@ -142,3 +142,32 @@ def test_per_fedavg_first_order_maml_step_by_hand():
     fo_maml_step(model, lambda m, batch: ((m(batch[0]) - batch[1]) ** 2).mean(), first, second, alpha, beta)
     torch.testing.assert_close(model.weight.detach().T, expected_w)
     torch.testing.assert_close(model.bias.detach(), expected_b)
+
+
+def test_apfl_step_by_hand():
+    """Global step on its own loss; personal and mixing-weight steps on the mixture's loss, with the
+    gradients written out for a linear model and MSE."""
+    from torch import nn
+
+    from clients.apfl import apfl_step
+
+    torch.manual_seed(1)
+    model, personal = nn.Linear(2, 1), nn.Linear(2, 1)
+    batch = (torch.tensor([[1.0, -1.0], [0.5, 2.0], [-1.0, 0.0]]), torch.tensor([[1.0], [0.0], [2.0]]))
+    alpha, lr = 0.3, 0.1
+
+    def grad(w, b):
+        residual = batch[0] @ w + b - batch[1]
+        return 2 / 3 * batch[0].T @ residual, 2 / 3 * residual.sum(0)
+
+    w, b = model.weight.detach().T.clone(), model.bias.detach().clone()
+    v, c = personal.weight.detach().T.clone(), personal.bias.detach().clone()
+    gw, gb = grad(w, b)
+    mw, mb = grad(alpha * v + (1 - alpha) * w, alpha * c + (1 - alpha) * b)
+    expected_alpha = alpha - lr * float(((v - w) * mw).sum() + ((c - b) * mb).sum())
+
+    new_alpha = apfl_step(personal, model, alpha, lambda m, x: ((m(x[0]) - x[1]) ** 2).mean(), batch, lr)
+    assert new_alpha == pytest.approx(expected_alpha, rel=1e-5)
+    torch.testing.assert_close(model.weight.detach().T, w - lr * gw)
+    torch.testing.assert_close(personal.weight.detach().T, v - lr * alpha * mw)
+    torch.testing.assert_close(personal.bias.detach(), c - lr * alpha * mb)
