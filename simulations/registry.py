@@ -30,6 +30,7 @@ from clients.fedrep import FedRepClient, FedRepSettings
 from clients.lgfedavg import LGFedAvgClient
 from clients.local import LocalOnlyClient
 from clients.perfedavg import PerFedAvgClient, PerFedAvgSettings
+from clients.pfedme import PFedMeClient, PFedMeSettings
 from clients.scaffold import ScaffoldClient
 from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
@@ -156,6 +157,7 @@ ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("fedbn", _fedavg, FedBNClient, VISION, paper="Li et al., ICLR 2021"),
     Algorithm("perfedavg", _fedavg, PerFedAvgClient, VISION, (PerFedAvgSettings,), "Fallah et al., NeurIPS 2020"),
     Algorithm("apfl", _fedavg, APFLClient, VISION, (APFLSettings,), "Deng et al., arXiv:2003.13461, 2020"),
+    Algorithm("pfedme", _fedavg, PFedMeClient, VISION, (PFedMeSettings,), "Dinh et al., NeurIPS 2020"),
     Algorithm("ditto", _fedavg, DittoClient, VISION, (DittoSettings,), "Li et al., ICML 2021"),
     Algorithm("fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335"),
     Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI),

@@ -95,7 +95,7 @@ def test_ditto_sends_fedavgs_model_and_keeps_a_personal_model_pulled_to_the_glob
     assert all(tight < 0.7 * free for tight, free in zip(distance(ditto), distance(loose)))
 
 
-@pytest.mark.parametrize("strategy", ["fedbabu", "ditto", "perfedavg", "apfl"])
+@pytest.mark.parametrize("strategy", ["fedbabu", "ditto", "perfedavg", "apfl", "pfedme"])
 def test_personalized_metrics_are_reported_next_to_the_global_ones(strategy, tmp_path):
     run_dir, _ = run(strategy, tmp_path)
     last = run_dir.read_rows("rounds.jsonl")[-1]
@@ -171,3 +171,32 @@ def test_apfl_step_by_hand():
     torch.testing.assert_close(model.weight.detach().T, w - lr * gw)
     torch.testing.assert_close(personal.weight.detach().T, v - lr * alpha * mw)
     torch.testing.assert_close(personal.bias.detach(), c - lr * alpha * mb)
+
+
+def test_pfedme_step_by_hand():
+    """One inner step from w: theta = w - eta grad f(w) (the proximal gradient is zero at w); then
+    w' = w - lr lam (w - theta), with the gradients written out for a linear model and MSE."""
+    from torch import nn
+
+    from clients.pfedme import PFedMeSettings, pfedme_step
+
+    torch.manual_seed(2)
+    model, personal = nn.Linear(2, 1), nn.Linear(2, 1)
+    batch = (torch.tensor([[1.0, 0.5], [-2.0, 1.0]]), torch.tensor([[0.0], [1.0]]))
+    settings = PFedMeSettings(lam=2.0, inner_steps=2, inner_lr=0.1)
+    lr = 0.05
+
+    def grad(w, b):
+        residual = batch[0] @ w + b - batch[1]
+        return 2 / 2 * batch[0].T @ residual, 2 / 2 * residual.sum(0)
+
+    w, b = model.weight.detach().T.clone(), model.bias.detach().clone()
+    tw, tb = w.clone(), b.clone()
+    for _ in range(settings.inner_steps):  # grad of f + lam/2 ||theta - w||^2
+        gw, gb = grad(tw, tb)
+        tw, tb = tw - 0.1 * (gw + 2.0 * (tw - w)), tb - 0.1 * (gb + 2.0 * (tb - b))
+
+    pfedme_step(model, personal, lambda m, x: ((m(x[0]) - x[1]) ** 2).mean(), batch, settings, lr)
+    torch.testing.assert_close(personal.weight.detach().T, tw)
+    torch.testing.assert_close(model.weight.detach().T, w - lr * 2.0 * (w - tw))
+    torch.testing.assert_close(model.bias.detach(), b - lr * 2.0 * (b - tb))
