@@ -22,7 +22,7 @@ from torch import nn
 from clients.base import ClientAlgorithm, round_generator, server_round_of
 from clients.perfedavg import Loss, gradients
 from fedpersonal.config import setting
-from fedpersonal.params import load_arrays, to_arrays
+from fedpersonal.params import to_arrays
 from fedpersonal.training import Tensors, iterate_batches
 
 PERSONAL_MODEL, MIXING = "apfl-personal", "apfl-alpha"
@@ -74,10 +74,7 @@ class APFLClient(ClientAlgorithm):
 
     def personal_state(self, received: nn.Module) -> tuple[nn.Module, float]:
         """The saved personal model and mixing weight (a copy of ``received`` and ``apfl.alpha`` at first)."""
-        personal = copy.deepcopy(received)
-        saved = self.context.state.array_records.get(PERSONAL_MODEL)
-        if saved is not None:
-            load_arrays(personal, saved)
+        personal = self.stored_model(PERSONAL_MODEL, received)
         mixing = self.context.state.config_records.get(MIXING)
         alpha = float(mixing["alpha"]) if mixing is not None else self.cfg.section(APFLSettings).alpha  # type: ignore[arg-type]
         return personal, alpha
@@ -101,11 +98,7 @@ class APFLClient(ClientAlgorithm):
         metrics = {"train-loss": total / max(seen, 1), "alpha": alpha, "num-examples": self.data.num_train}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 
-    def evaluate(self, msg: Message) -> Message:
-        """The received model's metrics and, as ``personalized-<metric>``, the mixture's."""
-        model = self.model_from(msg)
-        metrics = self.task.evaluate(model, self.data.test)
+    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:
+        """The mixture of the personal and the received model."""
         personal, alpha = self.personal_state(model)
-        mixed = mixture(personal, model, alpha)
-        metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(mixed, self.data.test).items()})
-        return self.reply(msg, {**metrics, "num-examples": self.data.num_test})
+        return mixture(personal, model, alpha)

@@ -144,12 +144,26 @@ class ClientAlgorithm:
         generator = round_generator(self.cfg, self.partition_id, server_round)
         return adapt_model(copy.deepcopy(model), self.task, self.task.inputs(self.data.train), settings, generator)
 
+    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module | None:
+        """The model this client evaluates as its personalized one, given the received ``model``
+        (None: no personalized metrics). Default: the copy adapted as section ``adapt`` says."""
+        return self.adapt(model, server_round)
+
+    def stored_model(self, key: str, like: nn.Module) -> nn.Module:
+        """A copy of ``like`` holding the arrays this client saved under ``key`` in ``context.state``
+        (``like``'s own weights before anything was saved)."""
+        stored = copy.deepcopy(like)
+        saved = self.context.state.array_records.get(key)
+        if saved is not None:
+            load_arrays(stored, saved)
+        return stored
+
     def evaluate(self, msg: Message) -> Message:
-        """Handle an evaluate message: metrics of the received model on the test split and, when
-        ``adapt.method`` is set, ``personalized-<metric>`` of its adapted copy."""
+        """Handle an evaluate message: metrics of the received model on the test split and
+        ``personalized-<metric>`` of :meth:`personalized_model` when there is one."""
         model = self.model_from(msg)
         metrics = self.task.evaluate(model, self.data.test)
-        adapted = self.adapt(model, server_round_of(msg))
-        if adapted is not None:
-            metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(adapted, self.data.test).items()})
+        personal = self.personalized_model(model, server_round_of(msg))
+        if personal is not None:
+            metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(personal, self.data.test).items()})
         return self.reply(msg, {**metrics, "num-examples": self.data.num_test})

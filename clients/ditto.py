@@ -9,7 +9,6 @@ model's, ``personalized-<metric>`` the personal model's.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +19,7 @@ from torch import nn
 from clients.base import ClientAlgorithm, server_round_of
 from clients.fedprox import proximal_term
 from fedpersonal.config import setting
-from fedpersonal.params import load_arrays, to_arrays
+from fedpersonal.params import to_arrays
 from fedpersonal.training import Tensors
 
 PERSONAL_MODEL = "ditto-personal"
@@ -39,18 +38,10 @@ class DittoSettings:
 class DittoClient(ClientAlgorithm):
     """FedAvg's training of the global model, plus a personal model with a proximal pull."""
 
-    def personal_model(self, received: nn.Module) -> nn.Module:
-        """The saved personal model (a copy of ``received`` before the first training)."""
-        personal = copy.deepcopy(received)
-        saved = self.context.state.array_records.get(PERSONAL_MODEL)
-        if saved is not None:
-            load_arrays(personal, saved)
-        return personal
-
     def train(self, msg: Message) -> Message:
         """Train and send the global model; train and keep the personal model."""
         received = self.model_from(msg)
-        personal = self.personal_model(received)
+        personal = self.stored_model(PERSONAL_MODEL, received)
         anchor = [p.detach().clone() for p in received.parameters()]
         server_round = server_round_of(msg)
         loss = self.local_train(received, server_round)
@@ -64,10 +55,6 @@ class DittoClient(ClientAlgorithm):
         metrics = {"train-loss": loss, "personal-train-loss": personal_loss_value, "num-examples": self.data.num_train}
         return self.reply(msg, metrics, self.outgoing_arrays(received))
 
-    def evaluate(self, msg: Message) -> Message:
-        """The received global model's metrics and, as ``personalized-<metric>``, the personal model's."""
-        received = self.model_from(msg)
-        metrics = self.task.evaluate(received, self.data.test)
-        personal = self.personal_model(received)
-        metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(personal, self.data.test).items()})
-        return self.reply(msg, {**metrics, "num-examples": self.data.num_test})
+    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:
+        """The personal model."""
+        return self.stored_model(PERSONAL_MODEL, model)

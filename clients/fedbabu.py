@@ -45,16 +45,8 @@ class FedBABUClient(ClientAlgorithm):
             train_only(model, None, HEAD)
         return self.reply(msg, {"train-loss": loss, "num-examples": self.data.num_train}, self.outgoing_arrays(model))
 
-    def personal_model(self, model: nn.Module, server_round: int) -> nn.Module:
+    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:
         """A copy of ``model`` fine-tuned on the training split."""
         tuned = copy.deepcopy(model)
         self.local_train(tuned, server_round, epochs=self.cfg.section(FedBABUSettings).finetune_epochs)
         return tuned
-
-    def evaluate(self, msg: Message) -> Message:
-        """The received model's metrics and, as ``personalized-<metric>``, the fine-tuned copy's."""
-        model = self.model_from(msg)
-        metrics = self.task.evaluate(model, self.data.test)
-        tuned = self.personal_model(model, server_round_of(msg))
-        metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(tuned, self.data.test).items()})
-        return self.reply(msg, {**metrics, "num-examples": self.data.num_test})

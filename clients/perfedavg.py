@@ -78,19 +78,16 @@ class PerFedAvgClient(ClientAlgorithm):
         metrics = {"train-loss": total / max(seen, 1), "num-examples": self.data.num_train}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 
-    def evaluate(self, msg: Message) -> Message:
-        """The received model's metrics and, as ``personalized-<metric>``, the adapted copy's."""
-        model = self.model_from(msg)
-        metrics = self.task.evaluate(model, self.data.test)
+    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:
+        """A copy of ``model`` after ``perfedavg.personal-steps`` SGD steps of size ``alpha``."""
         settings = self.cfg.section(PerFedAvgSettings)
         adapted = copy.deepcopy(model)
         adapted.train()
-        generator = round_generator(self.cfg, self.partition_id, server_round_of(msg))
+        generator = round_generator(self.cfg, self.partition_id, server_round)
         batches = iterate_batches(self.data.train, self.cfg.batch_size, generator)
         for _, batch in zip(range(settings.personal_steps), batches):
             step = gradients(adapted, self.task.loss, batch)
             with torch.no_grad():
                 for param, grad in zip(adapted.parameters(), step):
                     param.sub_(settings.alpha * grad)
-        metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(adapted, self.data.test).items()})
-        return self.reply(msg, {**metrics, "num-examples": self.data.num_test})
+        return adapted

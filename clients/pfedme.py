@@ -22,7 +22,7 @@ from clients.base import ClientAlgorithm, round_generator, server_round_of
 from clients.fedprox import proximal_term
 from clients.perfedavg import Loss, gradients
 from fedpersonal.config import setting
-from fedpersonal.params import load_arrays, to_arrays
+from fedpersonal.params import to_arrays
 from fedpersonal.training import Tensors, iterate_batches
 
 PERSONAL_MODEL = "pfedme-personal"
@@ -66,14 +66,6 @@ def pfedme_step(
 class PFedMeClient(ClientAlgorithm):
     """pFedMe's bi-level local training; the personal model kept for evaluation."""
 
-    def personal_model(self, received: nn.Module) -> nn.Module:
-        """The saved personal model (a copy of ``received`` before the first training)."""
-        personal = copy.deepcopy(received)
-        saved = self.context.state.array_records.get(PERSONAL_MODEL)
-        if saved is not None:
-            load_arrays(personal, saved)
-        return personal
-
     def train(self, msg: Message) -> Message:
         """pFedMe steps for ``local-epochs``; reply with the global copy, keep the personal model."""
         model = self.model_from(msg)
@@ -93,10 +85,6 @@ class PFedMeClient(ClientAlgorithm):
         metrics = {"train-loss": total / max(seen, 1), "num-examples": self.data.num_train}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 
-    def evaluate(self, msg: Message) -> Message:
-        """The received model's metrics and, as ``personalized-<metric>``, the personal model's."""
-        model = self.model_from(msg)
-        metrics = self.task.evaluate(model, self.data.test)
-        personal = self.personal_model(model)
-        metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(personal, self.data.test).items()})
-        return self.reply(msg, {**metrics, "num-examples": self.data.num_test})
+    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:
+        """The personal model θ."""
+        return self.stored_model(PERSONAL_MODEL, model)

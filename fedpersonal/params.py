@@ -8,7 +8,6 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-
 CONTROL_PREFIX = "control/"  # keys of control variates packed next to a model's (SCAFFOLD)
 
 
