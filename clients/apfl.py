@@ -19,11 +19,11 @@ import torch
 from flwr.app import ConfigRecord, Message
 from torch import nn
 
-from clients.base import ClientAlgorithm, round_generator, server_round_of
+from clients.base import ClientAlgorithm, server_round_of
 from clients.perfedavg import Loss, gradients
 from fedpersonal.config import setting
 from fedpersonal.params import to_arrays
-from fedpersonal.training import Tensors, iterate_batches
+from fedpersonal.training import Tensors
 
 PERSONAL_MODEL, MIXING = "apfl-personal", "apfl-alpha"
 
@@ -84,18 +84,16 @@ class APFLClient(ClientAlgorithm):
         model = self.model_from(msg)
         personal, alpha = self.personal_state(model)
         model.train()
-        lr = self.cfg.lr
-        generator = round_generator(self.cfg, self.partition_id, server_round_of(msg))
-        total, seen = 0.0, 0
-        for _ in range(self.cfg.local_epochs):
-            for batch in iterate_batches(self.data.train, self.cfg.batch_size, generator):
-                alpha = apfl_step(personal, model, alpha, self.task.loss, batch, lr)
-                with torch.no_grad():
-                    total += float(self.task.loss(model, batch)) * len(batch[0])
-                seen += len(batch[0])
+
+        def step(batch: Tensors) -> nn.Module:
+            nonlocal alpha
+            alpha = apfl_step(personal, model, alpha, self.task.loss, batch, self.cfg.lr)
+            return model
+
+        loss = self.batch_steps(server_round_of(msg), step)
         self.context.state[PERSONAL_MODEL] = to_arrays(personal)
         self.context.state[MIXING] = ConfigRecord({"alpha": alpha})
-        metrics = {"train-loss": total / max(seen, 1), "alpha": alpha, "num-examples": self.data.num_train}
+        metrics = {"train-loss": loss, "alpha": alpha, "num-examples": self.data.num_train}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 
     def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:

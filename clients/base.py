@@ -19,7 +19,7 @@ from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.model_pool import pooled_initial_model
 from fedpersonal.params import load_arrays, select_keys, to_arrays
 from fedpersonal.tasks import ClientData, Task, get_task
-from fedpersonal.training import SGDSettings, Tensors, sgd_optimizer, train_epochs
+from fedpersonal.training import SGDSettings, Tensors, iterate_batches, sgd_optimizer, train_epochs
 
 
 def partition_of(context: Context, cfg: RunConfig) -> int:
@@ -109,6 +109,20 @@ class ClientAlgorithm:
             round_generator(self.cfg, self.partition_id, server_round),
             self.cfg.grad_clip,
         )
+
+    def batch_steps(self, server_round: int, step: Callable[[Tensors], nn.Module]) -> float:
+        """``local-epochs`` shuffled passes over the training split calling ``step`` on every batch
+        (an algorithm's own update, returning the model whose loss is reported); returns the
+        sample-weighted mean of those losses after each step."""
+        generator = round_generator(self.cfg, self.partition_id, server_round)
+        total, seen = 0.0, 0
+        for _ in range(self.cfg.local_epochs):
+            for batch in iterate_batches(self.data.train, self.cfg.batch_size, generator):
+                reported = step(batch)
+                with torch.no_grad():
+                    total += float(self.task.loss(reported, batch)) * len(batch[0])
+                seen += len(batch[0])
+        return total / max(seen, 1)
 
     def outgoing_arrays(self, model: nn.Module) -> ArrayRecord:
         """What leaves the device after training: the whole model, less the personal keys, which

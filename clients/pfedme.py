@@ -18,12 +18,12 @@ import torch
 from flwr.app import Message
 from torch import nn
 
-from clients.base import ClientAlgorithm, round_generator, server_round_of
+from clients.base import ClientAlgorithm, server_round_of
 from clients.fedprox import proximal_term
 from clients.perfedavg import Loss, gradients
 from fedpersonal.config import setting
 from fedpersonal.params import to_arrays
-from fedpersonal.training import Tensors, iterate_batches
+from fedpersonal.training import Tensors
 
 PERSONAL_MODEL = "pfedme-personal"
 
@@ -73,16 +73,14 @@ class PFedMeClient(ClientAlgorithm):
         model.train()
         personal.train()
         settings = self.cfg.section(PFedMeSettings)
-        generator = round_generator(self.cfg, self.partition_id, server_round_of(msg))
-        total, seen = 0.0, 0
-        for _ in range(self.cfg.local_epochs):
-            for batch in iterate_batches(self.data.train, self.cfg.batch_size, generator):
-                pfedme_step(model, personal, self.task.loss, batch, settings, self.cfg.lr)
-                with torch.no_grad():
-                    total += float(self.task.loss(personal, batch)) * len(batch[0])
-                seen += len(batch[0])
+
+        def step(batch: Tensors) -> nn.Module:
+            pfedme_step(model, personal, self.task.loss, batch, settings, self.cfg.lr)
+            return personal
+
+        loss = self.batch_steps(server_round_of(msg), step)
         self.context.state[PERSONAL_MODEL] = to_arrays(personal)
-        metrics = {"train-loss": total / max(seen, 1), "num-examples": self.data.num_train}
+        metrics = {"train-loss": loss, "num-examples": self.data.num_train}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 
     def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:

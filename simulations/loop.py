@@ -62,6 +62,8 @@ def client_rows(
 def keep_dtypes(aggregated: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
     """``aggregated`` with every array the server sent back in its sent dtype: Flower's averaging
     turns integer buffers (BatchNorm ``num_batches_tracked``) into float64; they are rounded back."""
+    if all(key not in sent or array.dtype == sent[key].dtype for key, array in aggregated.items()):
+        return aggregated  # the usual case: nothing to convert
     before = sent.to_torch_state_dict()
     state = aggregated.to_torch_state_dict()
     changed = {
@@ -69,7 +71,7 @@ def keep_dtypes(aggregated: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
         for key, value in state.items()
         if key in before and value.dtype != before[key].dtype
     }
-    return ArrayRecord({**state, **changed}) if changed else aggregated
+    return ArrayRecord({**state, **changed})
 
 
 def strategy_state(strategy: Strategy) -> dict[str, Any]:
