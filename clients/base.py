@@ -75,18 +75,21 @@ class ClientAlgorithm:
         return msg.content.array_records["arrays"]
 
     def model_from(self, msg: Message) -> nn.Module:
-        """A model holding the arrays the server sent, and this client's personal part if any
-        (a per-process model object, reset to the run's seeded initial weights first when the
-        message does not carry every key)."""
-        arrays = self.received_arrays(msg)
+        """The model the server sent, with this client's personal part if any (see :meth:`model_of`)."""
+        return self.model_of(self.received_arrays(msg))
+
+    def model_of(self, arrays: ArrayRecord, personal: bool = True) -> nn.Module:
+        """A model holding ``arrays`` and, with ``personal``, this client's personal part if any (a
+        per-process model object, reset to the run's seeded initial weights first when ``arrays``
+        lacks some keys)."""
         model = pooled_initial_model(self.task, self.cfg, reset=False)
         complete = set(arrays.keys()) >= set(model.state_dict())
-        if not complete:  # keys the message lacks start from the run's initial weights
+        if not complete:  # keys the server does not hold start from the run's initial weights
             model = pooled_initial_model(self.task, self.cfg, reset=True)
         load_arrays(model, arrays, strict=complete)
-        personal = self.context.state.array_records.get("personal")
-        if personal is not None:
-            load_arrays(model, personal, strict=False)
+        saved = self.context.state.array_records.get("personal") if personal else None
+        if saved is not None:
+            load_arrays(model, saved, strict=False)
         return model
 
     def local_train(
@@ -151,17 +154,17 @@ class ClientAlgorithm:
 
     def adapt(self, model: nn.Module, server_round: int) -> nn.Module | None:
         """A copy of ``model`` adapted to this client's unlabelled training data as section
-        ``adapt`` says (None for ``adapt.method = "none"``); call it before a personalized evaluation."""
+        ``adapt`` says (None for ``adapt.method = "none"``)."""
         settings = self.cfg.section(AdaptSettings)
         if settings.method == "none":
             return None
         generator = round_generator(self.cfg, self.partition_id, server_round)
         return adapt_model(copy.deepcopy(model), self.task, self.task.inputs(self.data.train), settings, generator)
 
-    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module | None:
-        """The model this client evaluates as its personalized one, given the received ``model``
-        (None: no personalized metrics). Default: the copy adapted as section ``adapt`` says."""
-        return self.adapt(model, server_round)
+    def personalized_model(self, model: nn.Module, server_round: int) -> nn.Module:
+        """This client's own model, given ``model`` (the received one with its personal part loaded):
+        by default ``model`` itself; Ditto, APFL, FedBABU, ... return their personal model."""
+        return model
 
     def stored_model(self, key: str, like: nn.Module) -> nn.Module:
         """A copy of ``like`` holding the arrays this client saved under ``key`` in ``context.state``
@@ -173,11 +176,40 @@ class ClientAlgorithm:
         return stored
 
     def evaluate(self, msg: Message) -> Message:
-        """Handle an evaluate message: metrics of the received model on the test split and
-        ``personalized-<metric>`` of :meth:`personalized_model` when there is one."""
+        """Handle an evaluate message (the protocol of :mod:`fedpersonal.evaluation`): global metrics
+        (plain names) of the received model when the algorithm keeps no personal parameters, and
+        ``personalized-<metric>`` of :meth:`personalized_model` after the configured adaptation."""
+        server_round = server_round_of(msg)
         model = self.model_from(msg)
-        metrics = self.task.evaluate(model, self.data.test)
-        personal = self.personalized_model(model, server_round_of(msg))
-        if personal is not None:
-            metrics.update({f"personalized-{k}": v for k, v in self.task.evaluate(personal, self.data.test).items()})
+        own = self.personal_keys(model)
+        metrics = {} if own else self.task.evaluate(model, self.data.test)
+        personal = self.personalized_model(model, server_round)
+        personal = self.adapt(personal, server_round) or personal
+        measured = metrics if personal is model and metrics else self.task.evaluate(personal, self.data.test)
+        metrics.update({f"personalized-{k}": v for k, v in measured.items()})
         return self.reply(msg, {**metrics, "num-examples": self.data.num_test})
+
+    def unseen_evaluation(self, arrays: ArrayRecord, steps: int) -> dict[str, float]:
+        """This client as one that never trained (``unseen-<metric>``): the model ``arrays`` hold, its
+        personal part (the whole model when the algorithm has none) fine-tuned for ``steps`` SGD
+        steps on the training split, then adapted as section ``adapt`` says, on the test split."""
+        model = copy.deepcopy(self.model_of(arrays, personal=False))
+        own = set(self.personal_keys(model))
+        shared = {key: value.clone() for key, value in model.state_dict().items() if own and key not in own}
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(not own or name in own)
+        batches = -(-self.data.num_train // self.cfg.batch_size)
+        train_epochs(
+            model,
+            self.data.train,
+            self.task.loss,
+            sgd_optimizer(model.parameters(), SGDSettings.from_config(self.cfg)),
+            -(-steps // batches),
+            self.cfg.batch_size,
+            round_generator(self.cfg, self.partition_id, 0),
+            self.cfg.grad_clip,
+            max_steps=steps,
+        )
+        model.load_state_dict(shared, strict=False)  # BatchNorm statistics of the shared part stay too
+        model = self.adapt(model, 0) or model
+        return {f"unseen-{k}": v for k, v in self.task.evaluate(model, self.data.test).items()}

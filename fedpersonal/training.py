@@ -58,15 +58,20 @@ def train_epochs(
     batch_size: int,
     generator: torch.Generator,
     grad_clip: float = 0.0,
+    max_steps: int | None = None,
 ) -> float:
     """Run ``epochs`` passes of minibatch training; return the sample-weighted mean loss.
 
-    ``grad_clip`` > 0 rescales each step's gradient to at most that global L2 norm.
+    ``grad_clip`` > 0 rescales each step's gradient to at most that global L2 norm; ``max_steps``
+    stops after that many optimizer steps.
     """
     model.train()
-    total, seen = 0.0, 0
+    total, seen, steps = 0.0, 0, 0
     for _ in range(epochs):
         for batch in iterate_batches(tensors, batch_size, generator):
+            if max_steps is not None and steps >= max_steps:
+                return total / max(seen, 1)
+            steps += 1
             loss = loss_fn(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

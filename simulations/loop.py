@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedpersonal.checkpoint import save_checkpoint
+from fedpersonal.evaluation import round_key
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.results import RunDirectory
 from simulations.replies import check_replies
@@ -155,13 +156,14 @@ class RoundLoop:
         aggregated = self.strategy.aggregate_evaluate(server_round, exchange.accepted) if exchange.accepted else None
         self.evaluations += 1
         self.good_evaluations += bool(exchange.accepted)
-        summary: dict[str, Any] = {f"global-{k}": v for k, v in dict(aggregated or {}).items()}
+        summary: dict[str, Any] = {round_key(k): v for k, v in dict(aggregated or {}).items()}
         summary["evaluate-timeouts"] = exchange.missing
         summary["evaluate-rejected"] = exchange.rejected
         for metric in (self.settings.metric, f"personalized-{self.settings.metric}"):
             values = [row[metric] for row in rows if metric in row]
             if values:
                 fairness = fairness_summary(values, self.settings.better)
+                summary[f"std-{metric}"] = fairness["std"]
                 summary[f"worst-client-{metric}"] = fairness["worst"]
                 summary[f"worst10-{metric}"] = fairness["worst10_mean"]
         return summary, rows
@@ -249,17 +251,21 @@ class RoundLoop:
 
 
 def progress_line(row: dict[str, Any], num_rounds: int, metric: str) -> str:
-    """``round 3/10 | 12.3 s | train loss 0.0123 | global angular-error 7.85 (worst client 11.20)``."""
+    """``round 3/10 | 12.3 s | train loss 0.0123 | global angular-error 7.85 (worst client 11.20)``
+    (the personalized metric for an algorithm without a global model)."""
     loss = row.get("train-loss")
     parts = [
         f"round {row['round']}/{num_rounds}",
         f"{row['time-s']:.1f} s",
         f"train loss {loss:.4f}" if loss is not None else "train loss -",
     ]
-    value = row.get(f"global-{metric}")
-    if value is not None:
-        worst = row.get(f"worst-client-{metric}")
-        parts.append(f"global {metric} {value:.3f}" + (f" (worst client {worst:.3f})" if worst is not None else ""))
+    for name in (metric, f"personalized-{metric}"):
+        value = row.get(round_key(name))
+        if value is not None:
+            worst = row.get(f"worst-client-{name}")
+            label = name.replace("-", " ", 1) if name != metric else f"global {metric}"
+            parts.append(f"{label} {value:.3f}" + (f" (worst client {worst:.3f})" if worst is not None else ""))
+            break
     dropped = row.get("failures", 0) + row.get("timeouts", 0) + row.get("rejected", 0)
     if dropped:
         parts.append(f"{dropped} client(s) dropped" + (", round skipped" if row.get("skipped") else ""))

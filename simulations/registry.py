@@ -18,6 +18,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from clients.apfl import APFLClient, APFLSettings
 from clients.base import ClientAlgorithm
+from clients.centralized import CentralizedClient
 from clients.ditto import DittoClient, DittoSettings
 from clients.dua import DUAClient
 from clients.face import FaceClient, FaceFineTuneClient, FaceLocalClient
@@ -35,6 +36,7 @@ from clients.scaffold import ScaffoldClient
 from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
 from fedpersonal.config import ConfigError, RunConfig, parse_config, require_choice, section_name, settings_dict
+from fedpersonal.evaluation import EvaluationSettings
 from fedpersonal.faults import FaultSettings
 from fedpersonal.tasks import TASK_SECTIONS, TASKS, get_task
 from fedpersonal.tasks.face import FaceTask
@@ -55,7 +57,7 @@ from strategies.server_optimizers import (
 )
 
 # Sections every run reads, whatever its algorithm: the tasks', local adaptation, simulated faults.
-RUN_SECTIONS: tuple[type, ...] = (*TASK_SECTIONS, AdaptSettings, FaultSettings)
+RUN_SECTIONS: tuple[type, ...] = (*TASK_SECTIONS, AdaptSettings, FaultSettings, EvaluationSettings)
 VISION = ("gaze", "classify")  # the tasks whose model trains on the task's own loss
 
 
@@ -121,6 +123,12 @@ def _fedopt(cfg: RunConfig) -> Strategy:
     return FedOptTorch(optimizer=s.optimizer, eta=s.server_lr, options=s.options, **sampling(cfg))
 
 
+def _centralized(cfg: RunConfig) -> Strategy:
+    """FedAvg that samples one node per round (it trains on the pooled data; averaging one reply
+    returns it unchanged)."""
+    return FedAvg(**{**sampling(cfg), "fraction_train": 1e-9})
+
+
 def _local(cfg: RunConfig) -> Strategy:
     return LocalOnly(**sampling(cfg))
 
@@ -149,6 +157,7 @@ ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017"),
     Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020"),
     Algorithm("local", _local, LocalOnlyClient, VISION, paper="reference: local training only"),
+    Algorithm("centralized", _centralized, CentralizedClient, VISION, paper="reference: pooled training data"),
     Algorithm("scaffold", _scaffold, ScaffoldClient, VISION, paper="Karimireddy et al., ICML 2020"),
     Algorithm("fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019"),
     Algorithm("fedrep", _fedavg, FedRepClient, VISION, (FedRepSettings,), "Collins et al., ICML 2021"),
@@ -198,13 +207,20 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
             f"(it supports {list(entry.tasks)}); strategies for task {cfg.task!r}: {supporting}"
         )
     check_applies(cfg.section(AdaptSettings), get_task(cfg.task, cfg))
+    unseen = cfg.section(EvaluationSettings).unseen_clients
+    if unseen and cfg.task == "face":
+        raise ConfigError(
+            f"run config key 'evaluate.unseen-clients' = {unseen} is invalid with task 'face', which evaluates "
+            "unseen identities itself (global-unseen-* metrics); expected 0"
+        )
     return cfg
 
 
 def unused_keys(cfg: RunConfig) -> list[str]:
     """Keys set away from their defaults that this run's task, dataset and algorithm never read."""
     task = get_task(cfg.task, cfg)
-    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, *algorithm(cfg.strategy).sections)}
+    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, EvaluationSettings)}
+    read |= {section_name(cls) for cls in algorithm(cfg.strategy).sections}
     read |= task.sections_read()
     defaults = parse_config({}, all_sections()).to_dict()
     return sorted(

@@ -32,6 +32,7 @@ from fedpersonal.checkpoint import (
     restore_rng_states,
 )
 from fedpersonal.config import ConfigError, RunConfig
+from fedpersonal.evaluation import VIEWS, view_metric
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.model_pool import seeded_model
 from fedpersonal.params import to_arrays
@@ -40,6 +41,7 @@ from fedpersonal.storage import DirectoryLock, DirectoryLockedError
 from fedpersonal.tasks import Task, get_task
 from simulations.loop import LoopSettings, RoundLoop, RunFailedError
 from simulations.registry import build_strategy, parse_run_config, unused_keys
+from simulations.unseen import UNSEEN_PHASE, evaluate_unseen
 
 app = ServerApp()
 
@@ -75,20 +77,20 @@ def run_facts(cfg: RunConfig, task: Task) -> dict[str, Any]:
 
 
 def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
-    """The last round's global metrics and the fairness summary of its per-client values."""
+    """The first and last round rows and, per view of :mod:`fedpersonal.evaluation` that the run
+    measured, the fairness summary of the last round's per-client values of the primary metric."""
     rounds = run_dir.read_rows("rounds.jsonl")
     last = rounds[-1]
-    values = [
-        row[task.metric]
-        for row in run_dir.read_rows("clients.jsonl")
-        if row["round"] == last["round"] and row["phase"] == "evaluate" and task.metric in row
-    ]
-    return {
-        "rounds": last["round"],
-        "final": last,
-        "initial": rounds[0],
-        "per-client": fairness_summary(values, task.better) if values else {},
-    }
+    clients = [row for row in run_dir.read_rows("clients.jsonl") if row["round"] == last["round"]]
+    views = {}
+    for view in VIEWS:
+        key = view_metric(view, task.metric)
+        phase = UNSEEN_PHASE if view == "unseen" else "evaluate"
+        values = {int(row["partition-id"]): row[key] for row in clients if row["phase"] == phase and key in row}
+        if values:
+            per_client = {str(partition): values[partition] for partition in sorted(values)}
+            views[view] = {**fairness_summary(list(values.values()), task.better), "per-client": per_client}
+    return {"rounds": last["round"], "final": last, "initial": rounds[0], "metric": task.metric, "views": views}
 
 
 # Keys that may change when a run is resumed; any other difference is an error.
@@ -243,10 +245,11 @@ def _run_locked(grid: Grid, cfg: RunConfig, task: Task, strategy: Strategy, run_
     )  # fmt: skip
     final = RoundLoop(strategy, grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
     run_dir.save_model(final.to_torch_state_dict())
+    run_dir.append_rows("clients.jsonl", evaluate_unseen(cfg, final, cfg.num_rounds))
     summary = final_summary(run_dir, task)
     run_dir.write_json("summary.json", summary)
-    final_metric = summary["final"].get(f"global-{task.metric}", float("nan"))
-    log(INFO, "fedpersonal: done; final global %s %.3f; results in %s", task.metric, final_metric, run_dir.path)
+    views = ", ".join(f"{view} {value['mean']:.3f}" for view, value in summary["views"].items())
+    log(INFO, "fedpersonal: done; final %s: %s; results in %s", task.metric, views or "-", run_dir.path)
     return run_dir
 
 

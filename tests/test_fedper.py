@@ -23,4 +23,5 @@ def test_only_body_keys_reach_the_server_and_heads_stay_personal(tmp_path):
     assert later
     assert all(all(k.startswith("body.") for k in msg.content.array_records["arrays"]) for msg in later)
     rounds = run_dir.read_rows("rounds.jsonl")
-    assert rounds[-1]["global-angular-error"] < rounds[0]["global-angular-error"]
+    assert "global-angular-error" not in rounds[-1]  # no whole model on the server: no global view
+    assert rounds[-1]["personalized-angular-error"] < rounds[0]["personalized-angular-error"]

@@ -27,7 +27,8 @@ def test_federated_gaze_run_learns_and_writes_results(superlink, tmp_path):
     results = tmp_path / "runs"
     done = superlink.run(
         APP,
-        f"num-clients={CLIENTS} num-rounds=3 samples-per-client=200 local-epochs=2 results-dir='{results}'",
+        f"num-clients={CLIENTS} num-rounds=3 samples-per-client=200 local-epochs=2 results-dir='{results}' "
+        "evaluate.unseen-clients=2 evaluate.unseen-steps=5",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "round 3/3" in done.stdout  # one progress line per round
@@ -41,13 +42,17 @@ def test_federated_gaze_run_learns_and_writes_results(superlink, tmp_path):
     clients = [json.loads(line) for line in (run_dir / "clients.jsonl").read_text().splitlines()]
     evaluated = [row for row in clients if row["round"] == 3 and row["phase"] == "evaluate"]
     assert sorted(row["partition-id"] for row in evaluated) == list(range(CLIENTS))
+    unseen = [row for row in clients if row["phase"] == "unseen"]
+    assert [row["partition-id"] for row in unseen] == [CLIENTS, CLIENTS + 1]
+    assert all(0 < row["unseen-angular-error"] < 90 for row in unseen)
     trained = [row for row in clients if row["phase"] == "train"]
     assert len(trained) == 3 * CLIENTS and all(row["num-examples"] == 160 for row in trained)
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["num-rounds"] == 3 and config["config"]["strategy"] == "fedavg"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["per-client"]["clients"] == CLIENTS
+    assert summary["views"]["global"]["clients"] == CLIENTS
+    assert set(summary["views"]["unseen"]["per-client"]) == {str(CLIENTS), str(CLIENTS + 1)}  # held out, evaluated
     assert summary["final"]["global-angular-error"] == pytest.approx(last)
     GazeLeNet().load_state_dict(torch.load(run_dir / "model.pt"))
 
@@ -67,3 +72,22 @@ def test_client_count_mismatch_is_reported(superlink, tmp_path):
     output = done.stdout + done.stderr
     assert f"'num-clients' = {CLIENTS + 2} but {CLIENTS} supernodes are connected" in output
     assert run_dirs(results) == []
+
+
+FLOWER_PAIRS = [("fedrep", "classify"), ("scaffold", "gaze"), ("centralized", "classify")]
+
+
+@pytest.mark.parametrize(("strategy", "task"), FLOWER_PAIRS, ids=[f"{s}-{t}" for s, t in FLOWER_PAIRS])
+def test_personalization_algorithms_run_under_flwr_run(superlink, tmp_path, strategy, task):
+    results = tmp_path / "runs"
+    done = superlink.run(
+        APP,
+        f"num-clients={CLIENTS} num-rounds=2 samples-per-client=40 local-epochs=1 task='{task}' "
+        f"strategy='{strategy}' results-dir='{results}' evaluate.unseen-clients=1 evaluate.unseen-steps=2",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_dir,) = run_dirs(results)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 2 and {"personalized", "unseen"} <= set(summary["views"])
+    clients = [json.loads(line) for line in (run_dir / "clients.jsonl").read_text().splitlines()]
+    assert not [row for row in clients if "error" in row or "rejected" in row]

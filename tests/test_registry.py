@@ -51,13 +51,18 @@ def one_thread():
 
 @pytest.mark.parametrize(("name", "task"), PAIRS, ids=[f"{n}-{t}" for n, t in PAIRS])
 def test_every_declared_pair_runs_one_round_with_two_clients(name, task, tmp_path, one_thread):
+    unseen = {"evaluate.unseen-clients": 1, "evaluate.unseen-steps": 2} if task != "face" else {}
     config = {"strategy": name, "task": task, "num-clients": 2, "num-rounds": 1, "results-dir": str(tmp_path),
-              **SMALL[task]}  # fmt: skip
+              **SMALL[task], **unseen}  # fmt: skip
     run_dir, _ = run_inprocess(config)
     rounds = run_dir.read_rows("rounds.jsonl")
     assert [row["round"] for row in rounds] == [0, 1]
     assert rounds[1]["failures"] == 0 and not rounds[1]["skipped"]
     errors = [row["error"] for row in run_dir.read_rows("clients.jsonl") if "error" in row]
     assert not errors
-    assert isinstance(rounds[1][f"global-{TASKS[task].metric}"], float)
-    assert (run_dir.path / "summary.json").is_file()
+    metric = TASKS[task].metric
+    assert isinstance(rounds[1][f"personalized-{metric}"], float)
+    views = run_dir.read_json("summary.json")["views"]
+    assert set(views) >= {"personalized"} | ({"unseen"} if unseen else set())
+    # global metrics exactly when the server holds the whole model (no personal parameters)
+    assert (f"global-{metric}" in rounds[1]) == ("global" in views)

@@ -19,6 +19,7 @@ from fedpersonal.config import RunConfig, settings_dict
 from fedpersonal.data import cache
 from fedpersonal.data.partition import PackedPartition, Partition, PartitionSettings, make_partition, split_client
 from fedpersonal.data.real import forget_loaded, load_dataset
+from fedpersonal.evaluation import data_partitions
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class DataRequest:
             path=cfg.data_path,
             options=tuple(sorted(options.items())),
             partition=cfg.section(PartitionSettings),
-            num_clients=cfg.num_clients,
+            num_clients=data_partitions(cfg),
             test_fraction=cfg.test_fraction,
             seed=cfg.seed,
         )

@@ -47,6 +47,7 @@ from fedpersonal.data.federated import DataRequest, client_split, federated, pre
 from fedpersonal.data.partition import Partition, PartitionSettings, make_partition
 from fedpersonal.data.real.digits import load_digits
 from fedpersonal.data.synthetic import shapes
+from fedpersonal.evaluation import data_partitions
 from fedpersonal.models.cnn import SmallCNN
 from fedpersonal.tasks.base import ClientData, Task, Tensors
 from fedpersonal.tasks.gaze import split_train_test
@@ -257,7 +258,8 @@ def pool_partition(cfg: RunConfig) -> tuple[NDArray[np.int64], Partition]:
             "clients are partitions of one pool; expected 'corruption' or 'none' (class skew: partition.name = "
             "'pathological' or 'dirichlet')"
         )
-    return _pool_partition(cfg.dataset, cfg.seed, cfg.num_clients, cfg.section(PartitionSettings), cfg.test_fraction)
+    clients, settings = data_partitions(cfg), cfg.section(PartitionSettings)
+    return _pool_partition(cfg.dataset, cfg.seed, clients, settings, cfg.test_fraction)
 
 
 def pooled_client(cfg: RunConfig, partition_id: int) -> ClientData:

@@ -1,8 +1,9 @@
 """Read a finished cell back from its run directory: metric per round and final per-client values.
 
 Sources: ``config.json`` (the task's primary ``metric`` and whether lower or higher is
-``better``), ``rounds.jsonl`` (``global-<metric>`` per round), ``clients.jsonl`` (per-client
-evaluation rows of the last round) and ``summary.json`` (the final round).
+``better``), ``rounds.jsonl`` (``global-<metric>`` and ``personalized-<metric>`` per round),
+``clients.jsonl`` (per-client evaluation and unseen-client rows of the last round) and
+``summary.json`` (the final round).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from fedpersonal.evaluation import VIEWS, round_key, view_metric, view_of
 from fedpersonal.results import RunDirectory
 from simulations.matrix.plan import Cell
 
@@ -36,23 +40,31 @@ class CellResult:
 
 
 def read_cell(cell: Cell, run_dir: Path, extra: Mapping[str, str] | None = None) -> CellResult:
-    """The primary metric of ``run_dir`` plus the ``extra`` metrics (name -> better) it logged."""
+    """The primary metric of ``run_dir`` in each view it measured (global, ``personalized-``,
+    ``unseen-``; :mod:`fedpersonal.evaluation`) plus the ``extra`` metrics (name -> better) it logged.
+    Global and personalized values are the example-weighted means of ``rounds.jsonl``; an unseen
+    value, measured once after the last round, is the plain mean over the unseen clients."""
     files = RunDirectory(run_dir)
     facts = files.read_json("config.json")
     summary = files.read_json("summary.json")
     rounds = files.read_rows("rounds.jsonl")
     last = summary["final"]["round"]
-    evaluated = [row for row in files.read_rows("clients.jsonl") if row["round"] == last and row["phase"] == "evaluate"]
-    wanted = {facts["metric"]: facts["better"], **{k: v for k, v in (extra or {}).items() if k != facts["metric"]}}
+    final_rows = [row for row in files.read_rows("clients.jsonl") if row["round"] == last]
+    primary = facts["metric"]
+    wanted = {view_metric(view, primary): facts["better"] for view in VIEWS}
+    wanted.update({k: v for k, v in (extra or {}).items() if k not in wanted})
     metrics = {}
     for name, better in wanted.items():
-        key = f"global-{name}"
-        if key not in summary["final"]:
+        phase = "unseen" if view_of(name) == "unseen" else "evaluate"
+        clients = tuple(float(row[name]) for row in final_rows if row["phase"] == phase and name in row)
+        key = round_key(name)
+        if key in summary["final"]:
+            curve = {row["round"]: float(row[key]) for row in rounds if key in row}
+            final = float(summary["final"][key])
+        elif phase == "unseen" and clients:
+            final = float(np.mean(clients))
+            curve = {last: final}
+        else:
             continue
-        metrics[name] = MetricValues(
-            better=better,
-            curve={row["round"]: float(row[key]) for row in rounds if key in row},
-            final=float(summary["final"][key]),
-            clients=tuple(float(row[name]) for row in evaluated if name in row),
-        )
-    return CellResult(cell, Path(run_dir), facts["metric"], metrics)
+        metrics[name] = MetricValues(better=better, curve=curve, final=final, clients=clients)
+    return CellResult(cell, Path(run_dir), primary, metrics)
