@@ -40,6 +40,7 @@ from fedpersonal.params import load_arrays  # noqa: E402
 from fedpersonal.results import RunDirectory  # noqa: E402
 from fedpersonal.tasks import get_task  # noqa: E402
 from simulations.matrix import Variant, plan_cells, run_matrix  # noqa: E402
+from simulations.matrix.runner import next_step  # noqa: E402
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, invocation, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
 
@@ -49,7 +50,7 @@ DIGITS = {**COMMON, "task": "classify", "dataset": "digits", "classify.user-shif
           "partition.name": "dirichlet", "partition.min-size": 8, "num-rounds": 30, "batch-size": 16}  # fmt: skip
 SHAPES = {**COMMON, "task": "classify", "dataset": "shapes", "samples-per-client": 120, "num-rounds": 20,
           "batch-size": 16}  # fmt: skip
-GAZE = {**COMMON, "task": "gaze", "samples-per-client": 150, "num-rounds": 15, "batch-size": 16}
+GAZE = {**COMMON, "task": "gaze", "samples-per-client": 120, "num-rounds": 10, "batch-size": 16}
 ALPHAS = (0.1, 0.5, 5.0)
 SCENARIOS: dict[str, dict[str, Any]] = {
     **{f"digits-dir{alpha:g}": {**DIGITS, "partition.alpha": alpha} for alpha in ALPHAS},
@@ -212,10 +213,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
     parser.add_argument("--out", type=Path, default=MATRIX_DIR / NAME)
+    parser.add_argument("--report-only", action="store_true", help="report the finished cells; run nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    report = run_matrix(cells(args.seeds, args.scenarios, args.algorithms), args.out, command=invocation())
-    runs = {key: run for key, run in report.runs().items()}
+    planned = cells(args.seeds, args.scenarios, args.algorithms)
+    if args.report_only:
+        planned = [cell for cell in planned if next_step(cell, args.out.resolve() / cell.name)[0] == "skip"]
+    report = run_matrix(planned, args.out, command=invocation())
+    runs = report.runs()
     notes = [trend_notes(report.rows)]
     if "gaze-kappa" in args.scenarios:
         notes.append(kappa_notes(runs, args.seeds))
