@@ -2,8 +2,11 @@
 
 Flower's FedAvg averages the replies (``avg_t``); the server then sets the gradient of its float
 global weights to ``x_t - avg_t`` and takes one step of its optimizer
-(:mod:`strategies.server_optimizers`). Non-float arrays (BatchNorm ``num_batches_tracked``) never
-reach the optimizer: they take the rounded average and keep their dtype. The optimizer state
+(:mod:`strategies.server_optimizers`). Only trainable weights reach the optimizer: statistics
+(BatchNorm's ``running_mean`` / ``running_var``, or the keys given as ``averaged_keys``) take the
+plain average of the replies, as FedAvg would, since a pseudo-gradient step on a running statistic is
+meaningless (momentum would push a variance below zero); integer arrays (``num_batches_tracked``)
+take the rounded average and keep their dtype. The optimizer state
 lives in the strategy; :meth:`PseudoGradientFedAvg.state_dict` /
 :meth:`~PseudoGradientFedAvg.load_state_dict` let a checkpoint save and restore it.
 
@@ -28,6 +31,12 @@ from flwr.serverapp.strategy import FedAvg
 from strategies.server_optimizers import ReddiAdaptive
 
 MakeOptimizer = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")  # torch's normalisation-layer buffers
+
+
+def is_statistic(key: str) -> bool:
+    """Whether a state-dict key names a normalisation layer's running statistic (by torch's names)."""
+    return key.rsplit(".", 1)[-1] in STATISTICS
 
 
 class PseudoGradientFedAvg(FedAvg):
@@ -35,10 +44,16 @@ class PseudoGradientFedAvg(FedAvg):
 
     ``make_optimizer`` builds the optimizer over a list of tensors; it is tried once on a dummy
     tensor here, so settings the optimizer rejects raise a ValueError at construction.
+    ``averaged_keys``: arrays that are averaged, never stepped (default: every key
+    :func:`is_statistic` names, i.e. BatchNorm running statistics).
     """
 
-    def __init__(self, make_optimizer: MakeOptimizer, **fedavg_kwargs: Any) -> None:
+    def __init__(
+        self, make_optimizer: MakeOptimizer, averaged_keys: Iterable[str] | None = None, **fedavg_kwargs: Any
+    ) -> None:
         super().__init__(**fedavg_kwargs)
+        listed = None if averaged_keys is None else frozenset(averaged_keys)
+        self.averaged: Callable[[str], bool] = is_statistic if listed is None else listed.__contains__
         try:
             make_optimizer([torch.zeros(1)])
         except (TypeError, ValueError) as error:
@@ -58,7 +73,7 @@ class PseudoGradientFedAvg(FedAvg):
 
     def _track(self, state: dict[str, torch.Tensor]) -> None:
         self.dtypes = {key: value.dtype for key, value in state.items()}
-        floats = {key: value for key, value in state.items() if value.is_floating_point()}
+        floats = {key: value for key, value in state.items() if value.is_floating_point() and not self.averaged(key)}
         if self.optimizer is None:
             self.weights = {key: value.detach().clone() for key, value in floats.items()}
             self.optimizer = self.make_optimizer(list(self.weights.values()))
@@ -92,11 +107,15 @@ class PseudoGradientFedAvg(FedAvg):
             group["server-round"] = server_round  # for optimizers whose step depends on the round
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        updated = {
-            key: self.weights[key].detach().clone() if key in self.weights else torch.round(value).to(self.dtypes[key])
-            for key, value in averaged.items()
-        }
+        updated = {key: self._updated(key, value) for key, value in averaged.items()}
         return ArrayRecord(updated), metrics
+
+    def _updated(self, key: str, average: torch.Tensor) -> torch.Tensor:
+        """The new global array: the stepped weight, or the replies' average in the sent dtype."""
+        if key in self.weights:
+            return self.weights[key].detach().clone()
+        dtype = self.dtypes[key]
+        return average.to(dtype) if dtype.is_floating_point else torch.round(average).to(dtype)
 
     def state_dict(self) -> dict[str, Any]:
         """The server optimizer's state (moments, momentum buffers, step counts) and its keys."""

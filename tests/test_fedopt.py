@@ -174,6 +174,40 @@ def test_integer_buffers_are_averaged_never_optimized(grid):
     np.testing.assert_allclose(new["w"].numpy(), reddi("adam", 0.1, 0.9, 0.99, 1e-3)[0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["fedadam", "fedyogi", "fedadagrad", "fedavgm"])
+def test_batchnorm_running_statistics_are_averaged_never_stepped(name, grid):
+    strategy = ours(name, **{"server-lr": 0.5})
+    stats = {"bn.running_mean": torch.tensor([0.0, 1.0]), "bn.running_var": torch.tensor([1.0, 1.0])}
+    x = {"w": torch.tensor(X0), **stats}
+    history = []
+    for server_round, (means, variances) in enumerate((([0.4, 2.0], [0.1, 0.3]), ([0.6, 1.0], [0.2, 0.1])), 1):
+        strategy.configure_train(server_round, ArrayRecord(x), ConfigRecord(), grid)
+        replies = [
+            train_reply({"w": x["w"] + torch.tensor(offset), "bn.running_mean": torch.tensor([m, m]),
+                         "bn.running_var": torch.tensor([v, v])}, n)
+            for (offset, n), m, v in zip(UPDATES[server_round - 1], means, variances, strict=True)
+        ]  # fmt: skip
+        x = strategy.aggregate_train(server_round, replies)[0].to_torch_state_dict()
+        weights = [n for _, n in UPDATES[server_round - 1]]
+        # the plain FedAvg average of the replies, by hand, even after momentum has built up
+        assert x["bn.running_mean"].tolist() == pytest.approx([np.average(means, weights=weights)] * 2)
+        assert x["bn.running_var"].tolist() == pytest.approx([np.average(variances, weights=weights)] * 2)
+        history.append(x["w"].numpy().copy())
+    assert list(strategy.weights) == ["w"]  # only the trainable weight reaches the optimizer
+    assert bool(x["bn.running_var"].min() > 0)
+    assert not np.allclose(history[-1], np.array(X0) + np.array(deltas()[0]) + np.array(deltas()[1]))  # w was stepped
+
+
+def test_averaged_keys_can_be_named_explicitly(grid):
+    strategy = FedAdam(eta=0.5, averaged_keys=["scale"], fraction_train=1.0, min_available_nodes=2)
+    x = {"w": torch.tensor(X0), "scale": torch.tensor([1.0])}
+    strategy.configure_train(1, ArrayRecord(x), ConfigRecord(), grid)
+    replies = [train_reply({"w": x["w"] + torch.tensor(o), "scale": torch.tensor([s])}, n)
+               for (o, n), s in zip(UPDATES[0], (2.0, 4.0), strict=True)]  # fmt: skip
+    new = strategy.aggregate_train(1, replies)[0].to_torch_state_dict()
+    assert float(new["scale"]) == pytest.approx((2.0 * 1 + 4.0 * 3) / 4)
+
+
 def test_optimizer_state_carries_across_rounds_and_through_a_checkpoint(grid):
     name, section = "fedyogi", {"server-lr": 0.1}
     continuous = run_rounds(ours(name, **section), grid)
