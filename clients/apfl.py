@@ -72,6 +72,8 @@ def apfl_step(personal: nn.Module, model: nn.Module, alpha: float, loss: Loss, b
 class APFLClient(ClientAlgorithm):
     """Global and personal steps on every batch; the mixing weight learned by gradient."""
 
+    private_records = ("personal", PERSONAL_MODEL)
+
     def personal_state(self, received: nn.Module) -> tuple[nn.Module, float]:
         """The saved personal model and mixing weight (a copy of ``received`` and ``apfl.alpha`` at first)."""
         personal = self.stored_model(PERSONAL_MODEL, received)

@@ -64,6 +64,8 @@ class ClientAlgorithm:
     # Parameter-name prefixes that never leave the device (e.g. ("head.",) for FedPer): they are
     # kept in context.state["personal"] and override what the server sends.
     personal_prefixes: tuple[str, ...] = ()
+    # Records of context.state whose arrays never leave the device (tests check every reply for them).
+    private_records: tuple[str, ...] = ("personal",)
 
     def personal_keys(self, model: nn.Module) -> list[str]:
         """The keys of ``model`` that never leave the device (default: those under

@@ -38,6 +38,8 @@ class DittoSettings:
 class DittoClient(ClientAlgorithm):
     """FedAvg's training of the global model, plus a personal model with a proximal pull."""
 
+    private_records = ("personal", PERSONAL_MODEL)
+
     def train(self, msg: Message) -> Message:
         """Train and send the global model; train and keep the personal model."""
         received = self.model_from(msg)

@@ -47,6 +47,8 @@ def imprinted_rows(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 class FaceClient(ClientAlgorithm):
     """``face-fedavg``: a generic backbone averaged across clients, a personal classifier."""
 
+    private_records = (CLASSIFIER_STATE,)
+
     def __init__(self, context: Context, cfg: RunConfig) -> None:
         super().__init__(context, cfg)
         if not isinstance(self.task, FaceTask):
@@ -135,6 +137,8 @@ class FaceFineTuneClient(FaceClient):
 
 class FaceLocalClient(FaceFineTuneClient):
     """``face-local``: trains its own backbone on local data only; nothing leaves the device."""
+
+    private_records = (CLASSIFIER_STATE, BACKBONE_STATE)
 
     def starting_backbone(self, received: nn.Module) -> nn.Module:
         """The client's own backbone (the pretrained model the first time)."""

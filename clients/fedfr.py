@@ -23,7 +23,7 @@ import torch
 from flwr.app import Message
 from torch import nn
 
-from clients.face import FaceClient
+from clients.face import CLASSIFIER_STATE, FaceClient
 from fedpersonal.config import setting
 from fedpersonal.losses.face import NO_POSITIVE, cosface_loss, dfc_loss, hard_negatives, moon_loss
 from fedpersonal.models.face import CosineClassifier, DFCBranch, PersonalEmbedding, cosine
@@ -51,6 +51,8 @@ class FedFRSettings:
 
 class FedFRClient(FaceClient):
     """FedFR's client half: hard negatives, CosFace + DFC + MOON, backbone-only replies."""
+
+    private_records = (CLASSIFIER_STATE, DFC_STATE)
 
     def dfc_branch(self, classifier: CosineClassifier) -> DFCBranch:
         """The saved DFC branch, or a new one (identity transform, rows from ``classifier``)."""

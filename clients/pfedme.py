@@ -66,6 +66,8 @@ def pfedme_step(
 class PFedMeClient(ClientAlgorithm):
     """pFedMe's bi-level local training; the personal model kept for evaluation."""
 
+    private_records = ("personal", PERSONAL_MODEL)
+
     def train(self, msg: Message) -> Message:
         """pFedMe steps for ``local-epochs``; reply with the global copy, keep the personal model."""
         model = self.model_from(msg)
