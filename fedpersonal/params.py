@@ -35,3 +35,11 @@ def load_arrays(model: nn.Module, arrays: ArrayRecord, strict: bool = True) -> N
         raise KeyError(f"arrays hold keys the model does not have: {unexpected}")
     with torch.no_grad():
         model.load_state_dict(state, strict=strict)
+
+
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")  # torch's normalisation-layer buffers
+
+
+def is_statistic(key: str) -> bool:
+    """Whether a state-dict key names a normalisation layer's running statistic (by torch's names)."""
+    return key.rsplit(".", 1)[-1] in STATISTICS

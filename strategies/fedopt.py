@@ -28,15 +28,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg
 
+from fedpersonal.params import is_statistic
 from strategies.server_optimizers import ReddiAdaptive
 
 MakeOptimizer = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
-STATISTICS = ("running_mean", "running_var", "num_batches_tracked")  # torch's normalisation-layer buffers
-
-
-def is_statistic(key: str) -> bool:
-    """Whether a state-dict key names a normalisation layer's running statistic (by torch's names)."""
-    return key.rsplit(".", 1)[-1] in STATISTICS
 
 
 class PseudoGradientFedAvg(FedAvg):

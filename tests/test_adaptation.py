@@ -8,7 +8,7 @@ from torch import nn
 from fedpersonal.adaptation import AdaptSettings, adapt_model, check_applies
 from fedpersonal.adaptation.adabn import adabn, batchnorm_layers
 from fedpersonal.adaptation.imm import FLOOR, imm_merge, max_normalized
-from fedpersonal.adaptation.importance import fisher_importance, mas_importance
+from fedpersonal.adaptation.importance import FISHER_START, fisher_importance, mas_importance
 from fedpersonal.adaptation.pseudo_label import confident_labels, pseudo_label
 from fedpersonal.adaptation.tent import mean_entropy, tent
 from fedpersonal.config import ConfigError, parse_config
@@ -93,21 +93,28 @@ def test_fisher_omega_matches_hand_computation_with_the_same_sampled_labels():
         model, plain_forward, (torch.tensor(X, dtype=torch.float32),), 2, torch.Generator().manual_seed(5)
     )
     assert set(omega) == {"body.weight", "body.bias"}
-    np.testing.assert_allclose(omega["body.weight"].numpy(), expected, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(omega["body.weight"].numpy(), expected + FISHER_START, rtol=1e-4, atol=1e-7)
+    dead = fisher_importance(model, plain_forward, (torch.zeros(4, 2),), 2, torch.Generator().manual_seed(5))
+    assert float(dead["body.weight"].min()) == pytest.approx(FISHER_START)  # no gradient: exactly the start value
 
 
 def test_imm_merge_formula_floor_head_and_buffers():
     experts = [
-        {"body.w": torch.tensor([1.0, 5.0, 2.0]), "head.w": torch.tensor([2.0]), "bn.count": torch.tensor(3)},
-        {"body.w": torch.tensor([5.0, 7.0, 4.0]), "head.w": torch.tensor([4.0]), "bn.count": torch.tensor(9)},
-    ]
+        {"body.w": torch.tensor([1.0, 5.0, 2.0]), "head.w": torch.tensor([2.0]), "bn.count": torch.tensor(3),
+         "bn.running_mean": torch.tensor([0.0]), "bn.running_var": torch.tensor([1.0])},
+        {"body.w": torch.tensor([5.0, 7.0, 4.0]), "head.w": torch.tensor([4.0]), "bn.count": torch.tensor(9),
+         "bn.running_mean": torch.tensor([2.0]), "bn.running_var": torch.tensor([3.0])},
+    ]  # fmt: skip
     omegas = [{"body.w": torch.tensor([3.0, 0.0, 1e-12])}, {"body.w": torch.tensor([1.0, 0.0, 1e-12])}]
     merged = imm_merge(experts, omegas)
-    # (3*1 + 1*5) / 4 = 2; all-zero Omega: 0 / 1e-10 = 0; tiny Omegas: the 1e-10 floor wins.
-    expected_tiny = (1e-12 * 2.0 + 1e-12 * 4.0) / FLOOR
-    torch.testing.assert_close(merged["body.w"], torch.tensor([2.0, 0.0, expected_tiny]))
+    # (3*1 + 1*5) / 4 = 2; all-zero Omega: 0 / 1e-10 = 0; tiny non-zero Omegas are divided as they are
+    # (the floor applies only where the sum is exactly zero): (1e-12*2 + 1e-12*4) / 2e-12 = 3.
+    torch.testing.assert_close(merged["body.w"], torch.tensor([2.0, 0.0, 3.0]))
+    assert FLOOR == 1e-10
     torch.testing.assert_close(merged["head.w"], torch.tensor([3.0]))  # no Omega: the mean
     assert merged["bn.count"].item() == 3  # integer buffer: the first expert's
+    # running statistics are one model's (the first expert's), not a uniform mean
+    assert merged["bn.running_mean"].item() == 0.0 and merged["bn.running_var"].item() == 1.0
     normalized = max_normalized({"a": torch.tensor([2.0, 4.0]), "b": torch.tensor([1.0])})
     torch.testing.assert_close(normalized["a"], torch.tensor([0.5, 1.0]))
 

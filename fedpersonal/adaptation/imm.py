@@ -1,10 +1,12 @@
 """Mode-IMM merge of expert models with per-parameter importance weights (DUA's server step).
 
-theta_user = sum_k (Omega_k / max(sum_j Omega_j, floor)) * theta_k, element-wise, for every
-parameter that has an Omega (the floor, 1e-10 as in DUA's code, keeps the division finite; a
-parameter that no expert finds important at all becomes 0, as there). Entries without an Omega
-(the head, BN running statistics) are the plain mean of the experts (mean-IMM); integer buffers
-(BN ``num_batches_tracked``) are the first expert's.
+theta_user = sum_k (Omega_k / sum_j Omega_j) * theta_k, element-wise, for every parameter that has
+an Omega; where the sum is exactly 0 it is replaced by the floor (1e-10), as in DUA's reference code,
+so a parameter that no expert finds important at all becomes 0 there, and tiny but non-zero sums
+are divided as they are. Parameters without an Omega (the head) are the plain mean of the experts
+(mean-IMM). BatchNorm running statistics are taken from one model, the first expert, as the
+reference does (then re-estimated on the user's data by AdaBN, ``adapt.method = "adabn"``): a
+uniform mean of statistics would not match the Omega-weighted weights that feed them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 import torch
+
+from fedpersonal.params import is_statistic
 
 FLOOR = 1e-10
 State = Mapping[str, torch.Tensor]
@@ -43,12 +47,13 @@ def imm_merge(experts: Sequence[State], omegas: Sequence[State], floor: float = 
         values = [expert[name] for expert in experts]
         if name in omegas[0]:
             weights = [omega[name].to(first.dtype) for omega in omegas]
-            total = torch.stack(weights).sum(dim=0).clamp_min(floor)
+            total = torch.stack(weights).sum(dim=0)
+            total = torch.where(total == 0, torch.full_like(total, floor), total)
             # At least one expert (check_omegas), so the sum is a tensor, never sum()'s start value 0.
             merged[name] = cast(torch.Tensor, sum(w / total * v for w, v in zip(weights, values)))
-        elif first.is_floating_point():
+        elif first.is_floating_point() and not is_statistic(name):
             merged[name] = torch.stack(values).mean(dim=0)
-        else:
+        else:  # running statistics and integer buffers: the first expert's
             merged[name] = first.clone()
     return merged
 

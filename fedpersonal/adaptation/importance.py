@@ -22,6 +22,7 @@ from fedpersonal.adaptation.adabn import Forward
 from fedpersonal.training import Tensors, iterate_batches
 
 HEAD = ("head.",)
+FISHER_START = 1e-8  # the value every Fisher entry starts from
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -33,8 +34,10 @@ def _importance(
     objective: Objective,
     transform: Callable[[torch.Tensor], torch.Tensor],
     exclude: Sequence[str],
+    start: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Mean over batches of ``transform(grad objective(outputs))`` for every non-excluded parameter."""
+    """``start`` + the mean over batches of ``transform(grad objective(outputs))`` for every
+    non-excluded parameter."""
     params = {name: p for name, p in model.named_parameters() if not name.startswith(tuple(exclude))}
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     model.eval()
@@ -47,7 +50,7 @@ def _importance(
                 omega[name] += transform(p.grad.detach())
         batches += 1
     model.zero_grad(set_to_none=True)
-    return {name: value / max(batches, 1) for name, value in omega.items()}
+    return {name: start + value / max(batches, 1) for name, value in omega.items()}
 
 
 def mas_importance(
@@ -65,14 +68,16 @@ def fisher_importance(
     generator: torch.Generator,
     exclude: Sequence[str] = HEAD,
 ) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher Omega with labels sampled from the model's softmax (``generator`` draws them)."""
+    """Diagonal Fisher Omega with labels sampled from the model's softmax (``generator`` draws them);
+    every entry starts at :data:`FISHER_START` (1e-8), as in DUA's reference code, so no parameter
+    has exactly zero importance."""
 
     def sampled_nll(logits: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits, dim=1)
         labels = torch.multinomial(log_p.detach().exp(), 1, generator=generator).flatten()
         return F.nll_loss(log_p, labels)
 
-    return _importance(model, forward, inputs, batch_size, sampled_nll, torch.square, exclude)
+    return _importance(model, forward, inputs, batch_size, sampled_nll, torch.square, exclude, FISHER_START)
 
 
 Importance = Callable[[nn.Module, Forward, Tensors, int, torch.Generator], dict[str, torch.Tensor]]
