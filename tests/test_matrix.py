@@ -95,8 +95,12 @@ def test_every_cell_runs_once_into_its_own_run_directory(matrix):
 def test_summary_equals_a_hand_computation_from_the_run_directories(matrix):
     out = matrix["out"]
     with open(out / "summary.csv", newline="") as handle:
-        table = {row["algorithm"]: row for row in csv.DictReader(handle)}
-    assert set(table) == {"fedavg", "fedadam"}
+        rows = list(csv.DictReader(handle))
+    # FedAvg-like algorithms without adaptation: the personalized view is the global one
+    personalized = {row["algorithm"]: row for row in rows if row["metric"] == "personalized-angular-error"}
+    table = {row["algorithm"]: row for row in rows if row["metric"] == "angular-error"}
+    assert set(table) == set(personalized) == {"fedavg", "fedadam"}
+    assert all(personalized[name]["mean"] == table[name]["mean"] for name in table)
     for name, row in table.items():
         finals, worst, worst10 = [], [], []
         for seed in (0, 1):
@@ -116,7 +120,7 @@ def test_summary_equals_a_hand_computation_from_the_run_directories(matrix):
         assert float(row["std"]) == pytest.approx(abs(finals[0] - finals[1]) / 2)
         assert float(row["worst_client"]) == pytest.approx(sum(worst) / 2)
         assert float(row["worst10_mean"]) == pytest.approx(sum(worst10) / 2)
-        benchmark = next(r for r in matrix["report"].rows if r["algorithm"] == name)
+        benchmark = next(r for r in matrix["report"].rows if r["algorithm"] == name and r["metric"] == "angular-error")
         assert benchmark["per_seed"] == {"0": pytest.approx(finals[0]), "1": pytest.approx(finals[1])}
     markdown = (out / "summary.md").read_text()
     assert "| tiny | fedavg | angular-error ↓ |" in markdown
@@ -127,7 +131,11 @@ def test_plots_are_non_empty_pngs(matrix):
     import matplotlib.image
 
     names = sorted(path.name for path in matrix["report"].plots)
-    assert names == ["clients-angular-error.png", "curves-angular-error.png", "fairness-angular-error.png"]
+    assert names == sorted(
+        f"{kind}-{view}angular-error.png"
+        for kind in ("clients", "curves", "fairness")
+        for view in ("", "personalized-")
+    )
     for path in matrix["report"].plots:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         pixels = matplotlib.image.imread(path)
@@ -171,7 +179,7 @@ def test_a_crashed_cell_is_recorded_then_resumed_from_its_checkpoint(tmp_path, m
     assert "simulated crash in round 2" in first.outcomes[0].error
     assert "simulated crash in round 2" in (tmp_path / "summary.md").read_text()
     assert json.loads((tmp_path / "matrix.json").read_text())["cells"][0]["status"] == "failed"
-    assert [row["algorithm"] for row in first.rows] == ["fedavg"] and first.rows[0]["seeds"] == [1]
+    assert {row["algorithm"] for row in first.rows} == {"fedavg"} and first.rows[0]["seeds"] == [1]
     with pytest.raises(RuntimeError, match=r"default__fedavg__seed0: RuntimeError: simulated crash in round 2"):
         first.runs()  # a benchmark reading run directories must not silently miss a cell
 
@@ -271,3 +279,19 @@ def test_eta_is_the_mean_executed_cell_time_times_the_cells_left():
     now[0] = 40.0
     progress.finished("c", "ran", 30.0)
     assert lines[-1] == "[3/5] c: ran in 30 s | elapsed 40 s | ETA 40 s"  # mean 20 s x 2 cells left
+
+
+def test_two_jobs_give_the_same_cells_as_one_and_a_rerun_skips_them(matrix, tmp_path):
+    lines = []
+    report = run_matrix(matrix["cells"], tmp_path / "parallel", write=lines.append, jobs=2)
+    assert [o.status for o in report.outcomes] == ["ran"] * 4
+    assert [o.cell.name for o in report.outcomes] == [cell.name for cell in matrix["cells"]]  # in plan order
+    for cell in matrix["cells"]:
+        (one,) = (matrix["out"] / cell.name).glob("*/rounds.jsonl")
+        (two,) = (tmp_path / "parallel" / cell.name).glob("*/rounds.jsonl")
+        rows = [[{k: v for k, v in json.loads(line).items() if k != "time-s"} for line in f.read_text().splitlines()]
+                for f in (one, two)]  # fmt: skip
+        assert rows[0] == rows[1]
+    assert sum("ETA" in line for line in lines) == 4
+    again = run_matrix(matrix["cells"], tmp_path / "parallel", write=lambda _: None, jobs=2)
+    assert [o.status for o in again.outcomes] == ["skipped"] * 4

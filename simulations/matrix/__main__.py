@@ -82,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="flower backend: CPUs (and torch threads) per client (default 1: one client per core)",
     )
+    cli.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="cells run at once, in worker processes (torch threads divided among them; default 1)",
+    )
     cli.add_argument("--quiet", action="store_true", help="hide Flower's per-round log lines")
     return cli
 
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
             cell_timeout_s=args.cell_timeout_s,
             client_cpus=args.client_cpus,
+            jobs=args.jobs,
         )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -18,10 +18,13 @@ cell is recorded and the matrix goes on.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,23 +155,70 @@ def _attempt(cell: Cell, cell_dir: Path, backend: Backend, progress: Progress) -
     return Outcome(cell, "resumed" if step == "resume" else "ran", time.monotonic() - start, run_dir)
 
 
+def run_cell(cell: Cell, out: Path, backend: Backend, progress: Progress) -> Outcome:
+    """Skip, resume or run ``cell``; a failure is recorded (its traceback as error), never raised."""
+    start = time.monotonic()
+    try:
+        return _attempt(cell, out / cell.name, backend, progress)
+    except Exception:  # noqa: BLE001 - one cell's failure must not stop the matrix
+        run_dir = run_directory(out / cell.name) if (out / cell.name).exists() else None
+        return Outcome(cell, "failed", time.monotonic() - start, run_dir, traceback.format_exc())
+
+
+def _report(outcome: Outcome, progress: Progress) -> None:
+    last_error_line = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else ""
+    seconds = None if outcome.status == "skipped" else outcome.seconds
+    progress.finished(outcome.cell.name, outcome.status, seconds, last_error_line)
+
+
 def execute(cells: Sequence[Cell], out: Path, backend: Backend, progress: Progress) -> list[Outcome]:
-    """Every cell in order; a failing cell is recorded (its traceback as error) and skipped."""
+    """Every cell in order, one at a time; a failing cell is recorded and skipped."""
     outcomes: list[Outcome] = []
     for cell in cells:
-        start = time.monotonic()
-        try:
-            outcome = _attempt(cell, out / cell.name, backend, progress)
-        except Exception:  # noqa: BLE001 - one cell's failure must not stop the matrix
-            run_dir = run_directory(out / cell.name) if (out / cell.name).exists() else None
-            outcome = Outcome(cell, "failed", time.monotonic() - start, run_dir, traceback.format_exc())
+        outcome = run_cell(cell, out, backend, progress)
         outcomes.append(outcome)
         _write_manifest(out, outcomes, len(cells))
-        last_error_line = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else ""
-        progress.finished(
-            cell.name, outcome.status, None if outcome.status == "skipped" else outcome.seconds, last_error_line
-        )
+        _report(outcome, progress)
     return outcomes
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's backend and output folder
+
+
+def _start_worker(backend: str, out: Path, timeout_s: float, client_cpus: int, threads: int) -> None:
+    """Initialise a worker process: its torch threads and its own backend (a Flower backend gets
+    SuperLink homes of its own), closed when the worker exits."""
+    import multiprocessing.util
+
+    import torch
+
+    torch.set_num_threads(threads)
+    runner = make_backend(backend, out / f"worker-{os.getpid()}", timeout_s, client_cpus)
+    multiprocessing.util.Finalize(None, runner.close, exitpriority=10)
+    _WORKER.update(backend=runner, out=out)
+
+
+def _run_in_worker(cell: Cell) -> Outcome:
+    return run_cell(cell, _WORKER["out"], _WORKER["backend"], Progress(1, write=lambda _: None))
+
+
+def execute_parallel(
+    cells: Sequence[Cell], out: Path, jobs: int, backend: str, progress: Progress, **backend_options: Any
+) -> list[Outcome]:
+    """Every cell in ``jobs`` worker processes (torch threads = cores // jobs each, at least 1); the
+    outcomes in the cells' order, the manifest rewritten as each cell ends."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    options = (backend, out, backend_options.get("timeout_s", 86400.0), backend_options.get("client_cpus", 1), threads)
+    done: dict[int, Outcome] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=options) as pool:
+        futures = {pool.submit(_run_in_worker, cell): index for index, cell in enumerate(cells)}
+        for future in as_completed(futures):
+            outcome = future.result()
+            done[futures[future]] = outcome
+            _write_manifest(out, [done[i] for i in sorted(done)], len(cells))
+            _report(outcome, progress)
+    return [done[index] for index in range(len(cells))]
 
 
 def _write_manifest(out: Path, outcomes: Sequence[Outcome], total: int) -> None:
@@ -217,6 +267,7 @@ def run_matrix(
     command: str = "",
     cell_timeout_s: float = 86400.0,
     client_cpus: int = 1,
+    jobs: int = 1,
 ) -> MatrixReport:
     """Run (or finish) every cell under ``out`` and write the report there.
 
@@ -226,14 +277,22 @@ def run_matrix(
     there are cores, the fastest setting measured by ``benchmarks/perf.py``).
     ``extra_metrics``: metric name -> ``"lower"``/``"higher"``, reported next to each task's primary
     metric. ``write`` receives the progress lines. Every cell's config is validated before any runs.
+    ``jobs`` > 1 runs cells in that many worker processes (:func:`execute_parallel`); each cell's
+    results are the same as with one job (a cell's run depends only on its config and seed).
     """
     out = Path(out).expanduser().resolve()
     for cell in cells:
         next_step(cell, out / cell.name)  # bad keys and cells finished with another config stop here
     out.mkdir(parents=True, exist_ok=True)
-    runner = make_backend(backend, out, cell_timeout_s, client_cpus)
-    try:
-        outcomes = execute(cells, out, runner, Progress(len(cells), write))
-    finally:
-        runner.close()
+    progress = Progress(len(cells), write)
+    if jobs > 1:
+        outcomes = execute_parallel(
+            cells, out, jobs, backend, progress, timeout_s=cell_timeout_s, client_cpus=client_cpus
+        )
+    else:
+        runner = make_backend(backend, out, cell_timeout_s, client_cpus)
+        try:
+            outcomes = execute(cells, out, runner, progress)
+        finally:
+            runner.close()
     return write_report(out, outcomes, extra_metrics, command)
