@@ -47,7 +47,7 @@ def imprinted_rows(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 class FaceClient(ClientAlgorithm):
     """``face-fedavg``: a generic backbone averaged across clients, a personal classifier."""
 
-    private_records = (CLASSIFIER_STATE,)
+    private_records: tuple[str, ...] = (CLASSIFIER_STATE,)
 
     def __init__(self, context: Context, cfg: RunConfig) -> None:
         super().__init__(context, cfg)
