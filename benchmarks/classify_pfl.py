@@ -13,6 +13,8 @@ scenarios, through the resumable matrix runner (:mod:`simulations.matrix`; cells
 * ``gaze-kappa``: synthetic eyes, every user with a personal kappa (the angle between optical and
   visual axis), a per-user offset of the label that a personal head can learn.
 
+FedAvg's personalized view is its global model (no adaptation), so the paired table compares every
+algorithm's own model with FedAvg's global one, seed by seed (95% Student-t intervals).
 Each cell reports the three views of :mod:`fedpersonal.evaluation`: global (when the algorithm has
 a global model), personalized and unseen clients. For gaze the script also measures each user's
 *systematic* error (the norm of the mean residual over the user's test split, in degrees) for the
@@ -41,7 +43,7 @@ from fedpersonal.results import RunDirectory  # noqa: E402
 from fedpersonal.tasks import get_task  # noqa: E402
 from simulations.matrix import Variant, plan_cells, run_matrix  # noqa: E402
 from simulations.matrix.runner import next_step  # noqa: E402
-from simulations.reporting import MATRIX_DIR, RESULTS_DIR, invocation, write_benchmark  # noqa: E402
+from simulations.reporting import MATRIX_DIR, RESULTS_DIR, invocation, paired_table, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
 
 CLIENTS, UNSEEN = 20, 4
@@ -221,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         planned = [cell for cell in planned if next_step(cell, args.out.resolve() / cell.name)[0] == "skip"]
     report = run_matrix(planned, args.out, command=invocation())
     runs = report.runs()
-    notes = [trend_notes(report.rows)]
+    personalized = [row for row in report.rows if row["metric"].startswith("personalized-")]
+    notes = [trend_notes(report.rows), "## Paired per-seed differences to FedAvg (personalized view)\n\n"
+             + paired_table(personalized, "fedavg")]  # fmt: skip
     if "gaze-kappa" in args.scenarios:
         notes.append(kappa_notes(runs, args.seeds))
     plots = plot(report.rows, args.scenarios, args.algorithms)

@@ -127,3 +127,44 @@ def write_json_result(name: str, payload: Mapping[str, Any], body: str, results_
         f"flwr {machine['flwr']}; created {payload['created']}.\n"
     )
     return target
+
+
+def paired_difference(
+    values: Mapping[int, float], reference: Mapping[int, float], level: float = 0.95
+) -> dict[str, Any]:
+    """The per-seed difference ``values - reference`` over the seeds both have: its mean, the
+    two-sided Student-t confidence interval at ``level`` and whether that interval contains 0
+    (an interval needs at least 2 seeds; with fewer its bounds are NaN)."""
+    from scipy import stats
+
+    seeds = sorted(set(values) & set(reference))
+    differences = np.array([values[seed] - reference[seed] for seed in seeds], dtype=float)
+    mean = float(differences.mean()) if len(seeds) else float("nan")
+    if len(seeds) < 2:
+        low = high = float("nan")
+    else:
+        half = float(stats.t.ppf(0.5 + level / 2, len(seeds) - 1) * differences.std(ddof=1) / np.sqrt(len(seeds)))
+        low, high = mean - half, mean + half
+    return {"seeds": seeds, "mean": mean, "low": low, "high": high, "contains_zero": not low > 0 and not high < 0}
+
+
+def paired_table(rows: Sequence[Mapping[str, Any]], reference: str, level: float = 0.95) -> str:
+    """Markdown: every row's paired per-seed difference to ``reference``'s row of the same scenario
+    and metric, with its confidence interval, saying plainly when the interval contains zero."""
+    lines = [
+        f"| scenario | algorithm | metric | difference to {reference} | {level:.0%} CI | seeds | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    index = {(row.get("scenario"), row["algorithm"], row["metric"]): row for row in rows}
+    for row in rows:
+        base = index.get((row.get("scenario"), reference, row["metric"]))
+        if base is None or row["algorithm"] == reference:
+            continue
+        values = {int(seed): value for seed, value in row["per_seed"].items()}
+        paired = paired_difference(values, {int(seed): value for seed, value in base["per_seed"].items()}, level)
+        verdict = "interval contains 0: no difference shown" if paired["contains_zero"] else "different"
+        lines.append(
+            f"| {row.get('scenario', '-')} | {row['algorithm']} | {row['metric']} | {paired['mean']:+.3f} | "
+            f"[{paired['low']:+.3f}, {paired['high']:+.3f}] | {len(paired['seeds'])} | {verdict} |"
+        )
+    return "\n".join(lines)
