@@ -1,6 +1,6 @@
 """Personalization baselines under one evaluation protocol, on digits, shapes and gaze.
 
-    python -m benchmarks.classify_pfl [--seeds 0 1 2] [--scenarios ...] [--algorithms ...] [--report-only]
+    python -m benchmarks.classify_pfl [--seeds 0 1 2] [--scenarios ...] [--algorithms ...] [--jobs 2] [--report-only]
 
 Every registered personalization baseline plus FedAvg, local-only and centralized references, on six
 scenarios, through the resumable matrix runner (:mod:`simulations.matrix`; cells kept under
@@ -215,13 +215,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
     parser.add_argument("--out", type=Path, default=MATRIX_DIR / NAME)
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (worker processes)")
     parser.add_argument("--report-only", action="store_true", help="report the finished cells; run nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     planned = cells(args.seeds, args.scenarios, args.algorithms)
     if args.report_only:
         planned = [cell for cell in planned if next_step(cell, args.out.resolve() / cell.name)[0] == "skip"]
-    report = run_matrix(planned, args.out, command=invocation())
+    report = run_matrix(planned, args.out, command=invocation(), jobs=args.jobs)
     runs = report.runs()
     personalized = [row for row in report.rows if row["metric"].startswith("personalized-")]
     notes = [trend_notes(report.rows), "## Paired per-seed differences to FedAvg (personalized view)\n\n"
