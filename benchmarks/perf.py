@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import tempfile
 import threading
 import time
@@ -37,7 +39,7 @@ from fedpersonal.tasks import get_task
 from fedpersonal.training import SGDSettings, sgd_optimizer, train_epochs
 from simulations.inprocess import run_inprocess
 from simulations.local_superlink import PrivateSuperLink, descendants
-from simulations.reporting import invocation, machine_info, write_json_result
+from simulations.reporting import RESULTS_DIR, invocation, machine_info, write_json_result
 
 APP = Path(__file__).resolve().parents[1]
 SAMPLED = 10
@@ -268,12 +270,71 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+HISTORY = RESULTS_DIR / "perf_history.jsonl"  # the performance record: one line per measurement
+
+
+def git_commit() -> str:
+    """The commit of the working tree being measured (with ``-dirty`` when it has changes)."""
+    root = RESULTS_DIR.parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def record_lines(result: dict, commit: str, created: str, machine: dict) -> list[dict]:
+    """The measurements of one perf run as performance-record lines: ``measurement``, ``value``,
+    ``unit`` plus the commit, the date and the machine (cores, RAM, torch, flwr)."""
+    base = {"commit": commit, "created": created, "machine": machine}
+    lines = []
+    for row in result["default_scenario"]["runners"]:
+        lines.append({**base, "measurement": f"ratio to plain loop: {row['runner']}", "value": row["ratio_to_plain"],
+                      "unit": "x"})  # fmt: skip
+        lines.append({**base, "measurement": f"wall: {row['runner']}", "value": row["wall_s"], "unit": "s"})
+    overhead = result["overhead"]
+    lines.append({**base, "measurement": "flwr run start-up", "value": overhead["startup_s"], "unit": "s"})
+    lines.append({**base, "measurement": "flwr per-call overhead", "value": overhead["per_call_ms"], "unit": "ms"})
+    for row in result["memory"]:
+        lines.append({**base, "measurement": f"peak memory, {row['clients']} clients", "value": row["peak_pss_gib"],
+                      "unit": "GiB"})  # fmt: skip
+    return lines
+
+
+def history_table(lines: list[dict]) -> str:
+    """Markdown: one row per measurement, one column per recorded commit (oldest first)."""
+    commits = list(dict.fromkeys((line["commit"], line["created"][:10]) for line in lines))
+    values = {(line["measurement"], line["commit"]): f"{line['value']:.3g} {line['unit']}" for line in lines}
+    measurements = list(dict.fromkeys(line["measurement"] for line in lines))
+    header = "| measurement | " + " | ".join(f"{commit[:8]} ({date})" for commit, date in commits) + " |"
+    rows = [header, "|---" * (len(commits) + 1) + "|"]
+    for name in measurements:
+        rows.append(f"| {name} | " + " | ".join(values.get((name, commit), "-") for commit, _ in commits) + " |")
+    return "\n".join(rows)
+
+
+def append_history(lines: list[dict], target: Path = HISTORY) -> None:
+    """Append the lines to the performance record."""
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+def read_history(target: Path = HISTORY) -> list[dict]:
+    """Every line of the performance record."""
+    return [json.loads(line) for line in target.read_text().splitlines() if line.strip()] if target.is_file() else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", action="store_true", help="print the performance record as a table; run nothing")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--memory-clients", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--repeats", type=int, default=1, help="times each default-scenario runner runs, in turns")
     args = parser.parse_args()
+    if args.history:
+        print(history_table(read_history()))
+        return
     with tempfile.TemporaryDirectory(prefix="fedpersonal-perf-") as scratch:
         result = measure(args.rounds, args.memory_clients, Path(scratch), args.repeats)
     payload = {
@@ -285,6 +346,7 @@ def main() -> None:
         "results": result,
     }
     write_json_result("perf", payload, markdown(result))
+    append_history(record_lines(result, git_commit(), payload["created"], payload["machine"]))
 
 
 if __name__ == "__main__":

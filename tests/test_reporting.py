@@ -1,0 +1,46 @@
+"""Benchmark reporting: paired per-seed intervals and the performance record."""
+
+import pytest
+
+
+def test_paired_difference_is_a_student_t_interval_by_hand():
+    from simulations.reporting import paired_difference, paired_table
+
+    ours, base = {0: 0.80, 1: 0.70, 2: 0.90}, {0: 0.70, 1: 0.68, 2: 0.75, 3: 0.5}
+    result = paired_difference(ours, base)
+    d = [0.10, 0.02, 0.15]  # seed 3 has no pair
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    half = 4.302652729911275 * sd / 3**0.5  # t(0.975, 2 degrees of freedom)
+    assert result["seeds"] == [0, 1, 2]
+    assert result["mean"] == pytest.approx(mean)
+    assert (result["low"], result["high"]) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert result["contains_zero"] == (mean - half <= 0)
+    clear = paired_difference({0: 1.0, 1: 1.1, 2: 1.2}, {0: 0.0, 1: 0.1, 2: 0.2})
+    assert clear["low"] == pytest.approx(1.0) and not clear["contains_zero"]  # identical differences: no spread
+    rows = [
+        {"scenario": "s", "algorithm": "fedavg", "metric": "accuracy", "per_seed": {"0": 0.5, "1": 0.6}},
+        {"scenario": "s", "algorithm": "fedper", "metric": "accuracy", "per_seed": {"0": 0.7, "1": 0.6}},
+    ]
+    table = paired_table(rows, "fedavg")
+    assert "| s | fedper | accuracy | +0.100 |" in table and "interval contains 0" in table
+
+
+def test_the_performance_record_has_one_line_per_measurement_and_a_history_table(tmp_path):
+    from benchmarks.perf import append_history, history_table, read_history, record_lines
+
+    result = {
+        "default_scenario": {"runners": [{"runner": "plain", "ratio_to_plain": 1.0, "wall_s": 100.0}]},
+        "overhead": {"startup_s": 17.0, "per_call_ms": 44.0},
+        "memory": [{"clients": 100, "peak_pss_gib": 2.5}],
+    }
+    machine = {"cores": 2}
+    target = tmp_path / "history.jsonl"
+    append_history(record_lines(result, "aaaaaaaa11", "2026-01-01T00:00", machine), target)
+    faster = {**result, "overhead": {"startup_s": 12.0, "per_call_ms": 40.0}}
+    append_history(record_lines(faster, "bbbbbbbb22", "2026-02-01T00:00", machine), target)
+    lines = read_history(target)
+    assert len(lines) == 2 * 5 and all(line["machine"] == machine for line in lines)
+    table = history_table(lines)
+    assert "| flwr run start-up | 17 s | 12 s |" in table
+    assert "aaaaaaaa (2026-01-01)" in table and "bbbbbbbb (2026-02-01)" in table
