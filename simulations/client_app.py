@@ -2,9 +2,9 @@
 
 The run config is parsed once per run and process (cached by its contents), the algorithm is
 looked up in :mod:`simulations.registry`. Around every call the app restores the client's personal
-state when a resumed run starts, applies the simulated device faults (section ``faults``) to
-training, persists the personal state to the run directory after training, and tags the reply
-with the Ray node that executed it (when running on Ray).
+state when a resumed run starts, applies the simulated device faults (section ``faults``) and
+attacks (section ``poison``) to training, persists the personal state to the run directory after
+training, and tags the reply with the Ray node that executed it (when running on Ray).
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, ConfigRecordValues, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Context, Message
 from flwr.clientapp import ClientApp
 
-from clients.base import ClientAlgorithm
+from clients.base import ClientAlgorithm, round_generator
 from fedpersonal.checkpoint import load_client_state, save_client_state
 from fedpersonal.config import RunConfig
 from fedpersonal.faults import FaultSettings, apply_faults
+from fedpersonal.poisoning import PoisonSettings, attackers, poisoned_update
+from fedpersonal.tasks import ClientData
 from simulations.loop import RUN_NAME, STATE_LOCATION, STATE_ROUND
 from simulations.registry import build_client, parse_run_config
 
@@ -86,11 +88,21 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
     base, location = state_base(context, client.cfg, config)
     _restore_state(context, config, base, client.partition_id)
+    poison = client.cfg.section(PoisonSettings)
+    attacker = client.partition_id in attackers(poison, client.cfg.seed, client.cfg.num_clients)
     if kind == "train":
         apply_faults(client.cfg.section(FaultSettings), client.cfg.seed, client.partition_id, server_round)
+        if attacker and poison.attack == "label-flip":
+            train = client.data.train
+            client.data = ClientData((*train[:-1], client.task.flip_labels(train[-1])), client.data.test)
     reply = client.train(msg) if kind == "train" else client.evaluate(msg)
     if reply.has_error():
         return reply
+    if kind == "train" and attacker and "arrays" in reply.content.array_records:
+        rng = round_generator(client.cfg, client.partition_id, server_round)
+        received = client.received_arrays(msg).to_torch_state_dict()
+        honest = reply.content.array_records["arrays"].to_torch_state_dict()
+        reply.content["arrays"] = ArrayRecord(poisoned_update(received, honest, poison, rng))
     info: dict[str, ConfigRecordValues] = {}
     # Algorithms change their personal state only while training; evaluation would rewrite it unchanged.
     if kind == "train" and context.state and base is not None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum, Strategy
 
 from clients.apfl import APFLClient, APFLSettings
 from clients.base import ClientAlgorithm
@@ -38,6 +38,7 @@ from fedpersonal.adaptation.dua import DUASettings, experts_for
 from fedpersonal.config import ConfigError, RunConfig, parse_config, require_choice, section_name, settings_dict
 from fedpersonal.evaluation import EvaluationSettings
 from fedpersonal.faults import FaultSettings
+from fedpersonal.poisoning import PoisonSettings
 from fedpersonal.tasks import TASK_SECTIONS, TASKS, get_task
 from fedpersonal.tasks.face import FaceTask
 from strategies.common import weighted_mean_metrics
@@ -47,6 +48,7 @@ from strategies.fedfr import FedFR
 from strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedOptTorch, FedYogi
 from strategies.fedprox import FedProx, FedProxSettings
 from strategies.local import LocalOnly
+from strategies.robust import RobustSettings
 from strategies.scaffold import Scaffold
 from strategies.server_optimizers import (
     FedAdagradSettings,
@@ -57,7 +59,7 @@ from strategies.server_optimizers import (
 )
 
 # Sections every run reads, whatever its algorithm: the tasks', local adaptation, simulated faults.
-RUN_SECTIONS: tuple[type, ...] = (*TASK_SECTIONS, AdaptSettings, FaultSettings, EvaluationSettings)
+RUN_SECTIONS: tuple[type, ...] = (*TASK_SECTIONS, AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings)
 VISION = ("gaze", "classify")  # the tasks whose model trains on the task's own loss
 
 
@@ -129,6 +131,35 @@ def _centralized(cfg: RunConfig) -> Strategy:
     return FedAvg(**{**sampling(cfg), "fraction_train": 1e-9})
 
 
+def _fedmedian(cfg: RunConfig) -> Strategy:
+    return FedMedian(**sampling(cfg))
+
+
+def _fedtrimmedavg(cfg: RunConfig) -> Strategy:
+    return FedTrimmedAvg(beta=cfg.section(RobustSettings).beta, **sampling(cfg))
+
+
+def _krum(cfg: RunConfig) -> Strategy:
+    return Krum(num_malicious_nodes=cfg.section(RobustSettings).num_malicious_nodes, **sampling(cfg))
+
+
+def _multikrum(cfg: RunConfig) -> Strategy:
+    s = cfg.section(RobustSettings)
+    return MultiKrum(
+        num_malicious_nodes=s.num_malicious_nodes, num_nodes_to_select=s.num_nodes_to_select, **sampling(cfg)
+    )
+
+
+def _bulyan(cfg: RunConfig) -> Strategy:
+    f = cfg.section(RobustSettings).num_malicious_nodes
+    if cfg.num_clients < 4 * f + 3:
+        raise ConfigError(
+            f"run config key 'num-clients' = {cfg.num_clients} is too few for strategy 'bulyan' with "
+            f"robust.num-malicious-nodes = {f}; expected at least 4 f + 3 = {4 * f + 3}"
+        )
+    return Bulyan(num_malicious_nodes=f, **sampling(cfg))
+
+
 def _local(cfg: RunConfig) -> Strategy:
     return LocalOnly(**sampling(cfg))
 
@@ -168,6 +199,11 @@ ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("apfl", _fedavg, APFLClient, VISION, (APFLSettings,), "Deng et al., arXiv:2003.13461, 2020"),
     Algorithm("pfedme", _fedavg, PFedMeClient, VISION, (PFedMeSettings,), "Dinh et al., NeurIPS 2020"),
     Algorithm("ditto", _fedavg, DittoClient, VISION, (DittoSettings,), "Li et al., ICML 2021"),
+    Algorithm("fedmedian", _fedmedian, ClientAlgorithm, VISION, paper="Yin et al., ICML 2018"),
+    Algorithm("fedtrimmedavg", _fedtrimmedavg, ClientAlgorithm, VISION, (RobustSettings,), "Yin et al., ICML 2018"),
+    Algorithm("krum", _krum, ClientAlgorithm, VISION, (RobustSettings,), "Blanchard et al., NeurIPS 2017"),
+    Algorithm("multikrum", _multikrum, ClientAlgorithm, VISION, (RobustSettings,), "Blanchard et al., NeurIPS 2017"),
+    Algorithm("bulyan", _bulyan, ClientAlgorithm, VISION, (RobustSettings,), "El Mhamdi et al., ICML 2018"),
     Algorithm("fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335"),
     Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI),
     Algorithm("fedyogi", _fedyogi, ClientAlgorithm, VISION, (FedYogiSettings,), REDDI),
@@ -207,6 +243,12 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
             f"(it supports {list(entry.tasks)}); strategies for task {cfg.task!r}: {supporting}"
         )
     check_applies(cfg.section(AdaptSettings), get_task(cfg.task, cfg))
+    attack = cfg.section(PoisonSettings).attack
+    if attack != "none" and (cfg.task == "face" or cfg.strategy == "dua"):
+        raise ConfigError(
+            f"run config key 'poison.attack' = {attack!r} is invalid with task {cfg.task!r} and strategy "
+            f"{cfg.strategy!r}; poisoning applies to the model updates of tasks {list(VISION)} (not DUA's Omega)"
+        )
     unseen = cfg.section(EvaluationSettings).unseen_clients
     if unseen and cfg.task == "face":
         raise ConfigError(
@@ -219,7 +261,7 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
 def unused_keys(cfg: RunConfig) -> list[str]:
     """Keys set away from their defaults that this run's task, dataset and algorithm never read."""
     task = get_task(cfg.task, cfg)
-    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, EvaluationSettings)}
+    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings)}
     read |= {section_name(cls) for cls in algorithm(cfg.strategy).sections}
     read |= task.sections_read()
     defaults = parse_config({}, all_sections()).to_dict()

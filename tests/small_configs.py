@@ -17,3 +17,10 @@ SMALL = {
     },
 }  # fmt: skip
 PAIRS = [(name, task) for name, entry in ALGORITHMS.items() for task in entry.tasks]
+# Algorithms that need more than 2 clients (Bulyan: n >= 4 f + 3).
+CLIENTS = {"bulyan": 3}
+
+
+def small_run(name: str, task: str) -> dict:
+    """The small run config of (algorithm, task): 2 clients (or what the algorithm needs), 1 round."""
+    return {"strategy": name, "task": task, "num-clients": CLIENTS.get(name, 2), "num-rounds": 1, **SMALL[task]}

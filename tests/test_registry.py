@@ -7,7 +7,7 @@ import tomllib
 import torch
 from flwr.common.config import flatten_dict
 from flwr.serverapp.strategy import Strategy
-from small_configs import PAIRS, SMALL
+from small_configs import PAIRS, small_run
 
 from clients.base import ClientAlgorithm
 from fedpersonal.config import section_name, settings_dict
@@ -24,7 +24,7 @@ def test_every_entry_has_both_halves_and_known_tasks():
         assert callable(entry.server) and issubclass(entry.client, ClientAlgorithm), name
         assert entry.tasks and set(entry.tasks) <= set(TASKS), name
         assert entry.paper, name
-        cfg = parse_run_config({"strategy": name, "task": entry.tasks[0], **SMALL[entry.tasks[0]]})
+        cfg = parse_run_config(small_run(name, entry.tasks[0]))
         if name != "dua":  # DUA's server trains its experts when built: covered by the runs below
             assert isinstance(build_strategy(cfg), Strategy)
 
@@ -52,8 +52,7 @@ def one_thread():
 @pytest.mark.parametrize(("name", "task"), PAIRS, ids=[f"{n}-{t}" for n, t in PAIRS])
 def test_every_declared_pair_runs_one_round_with_two_clients(name, task, tmp_path, one_thread):
     unseen = {"evaluate.unseen-clients": 1, "evaluate.unseen-steps": 2} if task != "face" else {}
-    config = {"strategy": name, "task": task, "num-clients": 2, "num-rounds": 1, "results-dir": str(tmp_path),
-              **SMALL[task], **unseen}  # fmt: skip
+    config = {**small_run(name, task), "results-dir": str(tmp_path), **unseen}
     run_dir, _ = run_inprocess(config)
     rounds = run_dir.read_rows("rounds.jsonl")
     assert [row["round"] for row in rounds] == [0, 1]

@@ -1,6 +1,6 @@
 """What leaves a device, for every registered algorithm on every task it supports.
 
-Each (algorithm, task) pair of the registry runs in-process with 2 clients for 2 rounds; every
+Each (algorithm, task) pair of the registry runs in-process with 2 clients (3 for Bulyan) for 2 rounds; every
 client->server message is captured and checked: only arrays under keys the server sent (never a
 personal key of the algorithm), no array equal to a private record of the client's state (its personal
 parameters or personal model), no array shaped like a batch of the client's inputs, none equal to its
@@ -10,7 +10,7 @@ labels, and metrics that are single numbers. A new algorithm is covered by regis
 import pytest
 import torch
 from flwr.app import Message
-from small_configs import PAIRS, SMALL
+from small_configs import PAIRS, small_run
 
 from clients.base import ClientAlgorithm
 from clients.fedper import FedPerClient
@@ -66,15 +66,14 @@ def check_reply(reply: Message, sent: Message, client, personal_keys: set[str]) 
 
 def check_run(name: str, task: str, tmp_path) -> None:
     """Run (name, task) with 2 clients for 2 rounds and check every reply."""
-    config = {"strategy": name, "task": task, "num-clients": 2, "num-rounds": 2, "results-dir": str(tmp_path),
-              **SMALL[task]}  # fmt: skip
+    config = {**small_run(name, task), "num-rounds": 2, "results-dir": str(tmp_path)}
     _, grid = run_inprocess(config, record=True)
     cfg = parse_run_config(config)
     clients = {node: build_client(cfg, context) for node, context in grid.contexts.items()}
     any_client = next(iter(clients.values()))
     personal = set(any_client.personal_keys(any_client.task.build_model()))
     sent_by_id = {msg.metadata.message_id: msg for msg in grid.sent}
-    assert len(grid.replies) >= 8  # 2 clients x (round-0 evaluation + 2 x (train, evaluate))
+    assert len(grid.replies) >= 8  # 2+ clients x (round-0 evaluation + 2 x (train, evaluate))
     trained = 0
     for reply in grid.replies:
         assert not reply.has_error(), reply.error.reason

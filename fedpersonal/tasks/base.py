@@ -87,6 +87,11 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
         """Metrics of ``model`` on ``tensors``; includes ``self.metric`` and ``"loss"``."""
 
+    def flip_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Labels a label-flipping attacker trains on (section ``poison``); tasks that support the
+        attack override it."""
+        raise NotImplementedError(f"task {self.name!r} has no label-flip attack")
+
     def inputs(self, tensors: Tensors) -> Tensors:
         """What the model sees of ``tensors``, labels dropped (default: all but the last tensor)."""
         return tensors[:-1]

@@ -360,6 +360,10 @@ class ClassifyTask(Task):
         """Logits of images scaled to [0, 1]."""
         return model(inputs[0].float() / 255.0)
 
+    def flip_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Class ``C - 1 - y`` for class ``y`` of ``C``."""
+        return source_of(self.cfg).num_classes - 1 - labels
+
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Mean cross-entropy."""
         return F.cross_entropy(self.forward(model, batch), batch[1])

@@ -132,6 +132,10 @@ class GazeTask(Task):
             return _real_data(unseen_split(request, index))
         return self.client_data(UNSEEN_USER_OFFSET + index)
 
+    def flip_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The gaze direction negated (pitch and yaw)."""
+        return -labels
+
     def loss(self, model: nn.Module, batch: Tensors) -> torch.Tensor:
         """Mean squared error of the predicted (pitch, yaw)."""
         return torch.mean((self.forward(model, batch) - batch[2]) ** 2)
