@@ -8,7 +8,7 @@ import pytest
 import torch
 from crashing import crash_in_round
 from small_configs import PAIRS
-from small_configs import SMALL as SMALL_CONFIGS
+from small_configs import small_run
 
 from fedpersonal.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, CLIENT_STATE_DIR
 from fedpersonal.config import ConfigError
@@ -99,7 +99,7 @@ def test_a_damaged_line_in_the_middle_names_the_file_and_line(tmp_path):
 def test_crash_then_resume_equals_an_uninterrupted_run(name, task, tmp_path, monkeypatch):
     """Every registered algorithm checkpoints all its state: strategy, clients' personal state, RNG."""
     torch.set_num_threads(1)
-    config = {"strategy": name, "task": task, "num-clients": 2, "num-rounds": 2, **SMALL_CONFIGS[task]}
+    config = {**small_run(name, task), "num-rounds": 2}
     full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
     crashed = crash_in_round(monkeypatch, {**config, "results-dir": str(tmp_path / "crashed")}, 2)
     resumed, _ = run_inprocess({**config, "results-dir": str(tmp_path / "crashed"), "resume": str(crashed)})
