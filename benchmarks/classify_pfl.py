@@ -136,7 +136,7 @@ def gaze_offsets(runs: Mapping[tuple[str, str, int], RunDirectory], seeds: Seque
             errors, angular = [], []
             for user in range(cfg.num_clients):
                 model = task.build_model()
-                load_arrays(model, final, strict=False)
+                model.load_state_dict(final, strict=False)
                 path = client_state_file(run_dir.path, user, rounds)
                 if algorithm != "fedavg" and path.is_file():
                     load_arrays(model, read_client_state(path)["personal"], strict=False)
@@ -190,10 +190,12 @@ def plot(rows: Sequence[Mapping[str, Any]], scenarios: Sequence[str], algorithms
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name in algorithms:
+    for index, name in enumerate(algorithms):
         found = [best_view(rows, f"digits-dir{alpha:g}", name, "accuracy") for alpha in ALPHAS]
         if all(found):
-            ax.plot(ALPHAS, [r["mean"] for r in found], marker="o", label=f"{name} (personalized)")
+            style = "-" if name in HEAD_METHODS else ":"
+            ax.plot(ALPHAS, [r["mean"] for r in found], style, marker="o", color=plt.cm.tab20(index),
+                    label=f"{name} (personalized)")  # fmt: skip
     fedavg = [row_value(rows, f"digits-dir{alpha:g}", "fedavg", "accuracy") for alpha in ALPHAS]
     if all(fedavg):
         ax.plot(ALPHAS, [r["mean"] for r in fedavg], "k--", marker="s", label="fedavg (global)")

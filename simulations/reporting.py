@@ -134,7 +134,7 @@ def paired_difference(
 ) -> dict[str, Any]:
     """The per-seed difference ``values - reference`` over the seeds both have: its mean, the
     two-sided Student-t confidence interval at ``level`` and whether that interval contains 0
-    (an interval needs at least 2 seeds; with fewer its bounds are NaN)."""
+    (an interval needs at least 2 seeds; with fewer its bounds are NaN and ``contains_zero`` None)."""
     from scipy import stats
 
     seeds = sorted(set(values) & set(reference))
@@ -145,7 +145,8 @@ def paired_difference(
     else:
         half = float(stats.t.ppf(0.5 + level / 2, len(seeds) - 1) * differences.std(ddof=1) / np.sqrt(len(seeds)))
         low, high = mean - half, mean + half
-    return {"seeds": seeds, "mean": mean, "low": low, "high": high, "contains_zero": not low > 0 and not high < 0}
+    contains_zero = None if len(seeds) < 2 else bool(low <= 0 <= high)
+    return {"seeds": seeds, "mean": mean, "low": low, "high": high, "contains_zero": contains_zero}
 
 
 def paired_table(rows: Sequence[Mapping[str, Any]], reference: str, level: float = 0.95) -> str:
@@ -162,7 +163,8 @@ def paired_table(rows: Sequence[Mapping[str, Any]], reference: str, level: float
             continue
         values = {int(seed): value for seed, value in row["per_seed"].items()}
         paired = paired_difference(values, {int(seed): value for seed, value in base["per_seed"].items()}, level)
-        verdict = "interval contains 0: no difference shown" if paired["contains_zero"] else "different"
+        verdict = {None: "fewer than 2 seeds: no interval", True: "interval contains 0: no difference shown",
+                   False: "different"}[paired["contains_zero"]]  # fmt: skip
         lines.append(
             f"| {row.get('scenario', '-')} | {row['algorithm']} | {row['metric']} | {paired['mean']:+.3f} | "
             f"[{paired['low']:+.3f}, {paired['high']:+.3f}] | {len(paired['seeds'])} | {verdict} |"

@@ -16,6 +16,7 @@ def test_paired_difference_is_a_student_t_interval_by_hand():
     assert result["mean"] == pytest.approx(mean)
     assert (result["low"], result["high"]) == (pytest.approx(mean - half), pytest.approx(mean + half))
     assert result["contains_zero"] == (mean - half <= 0)
+    assert paired_difference({0: 1.0}, {0: 0.5})["contains_zero"] is None  # one seed: no interval
     clear = paired_difference({0: 1.0, 1: 1.1, 2: 1.2}, {0: 0.0, 1: 0.1, 2: 0.2})
     assert clear["low"] == pytest.approx(1.0) and not clear["contains_zero"]  # identical differences: no spread
     rows = [
