@@ -7,8 +7,7 @@ import shutil
 import pytest
 import torch
 from crashing import crash_in_round
-from small_configs import PAIRS
-from small_configs import small_run
+from small_configs import PAIRS, small_run
 
 from fedpersonal.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, CLIENT_STATE_DIR
 from fedpersonal.config import ConfigError
