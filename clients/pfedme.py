@@ -61,6 +61,10 @@ def pfedme_step(
     with torch.no_grad():
         for w, theta in zip(model.parameters(), personal.parameters()):
             w.sub_(lr * settings.lam * (w - theta))
+        # Only the personal model sees data: the global copy takes its BatchNorm statistics, or they
+        # would stay at their initial values forever (mean 0, variance 1).
+        for buffer_w, buffer_theta in zip(model.buffers(), personal.buffers()):
+            buffer_w.copy_(buffer_theta)
 
 
 class PFedMeClient(ClientAlgorithm):

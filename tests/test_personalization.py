@@ -3,6 +3,8 @@ FedBN (BatchNorm stays local), LG-FedAvg (only the head is shared), FedRep (head
 epochs), FedBABU (head frozen while federated, fine-tuned for the personal model), Ditto (a personal
 model pulled towards the global one)."""
 
+import copy
+
 import pytest
 import torch
 from flwr.app import MessageType
@@ -200,3 +202,20 @@ def test_pfedme_step_by_hand():
     torch.testing.assert_close(personal.weight.detach().T, tw)
     torch.testing.assert_close(model.weight.detach().T, w - lr * 2.0 * (w - tw))
     torch.testing.assert_close(model.bias.detach(), b - lr * 2.0 * (b - tb))
+
+
+def test_pfedme_global_copy_takes_the_batchnorm_statistics_of_the_personal_model():
+    """Only the personal model sees data; without this the global model kept mean 0 / variance 1."""
+    from torch import nn
+
+    from clients.pfedme import PFedMeSettings, pfedme_step
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1)).train()
+    personal = copy.deepcopy(model)
+    batch = (torch.randn(8, 2) * 4 + 5, torch.randn(8, 1))
+    pfedme_step(model, personal, lambda m, x: ((m(x[0]) - x[1]) ** 2).mean(), batch, PFedMeSettings(), 0.01)
+    bn = model[1]
+    assert not torch.allclose(bn.running_mean, torch.zeros(3))  # the statistics moved ...
+    torch.testing.assert_close(bn.running_mean, personal[1].running_mean)  # ... to the personal model's
+    assert int(bn.num_batches_tracked) == PFedMeSettings().inner_steps  # one update per inner forward pass
