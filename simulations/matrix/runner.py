@@ -21,10 +21,11 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,39 +186,53 @@ def execute(cells: Sequence[Cell], out: Path, backend: Backend, progress: Progre
 _WORKER: dict[str, Any] = {}  # a worker process's backend and output folder
 
 
+def _exit(signum: int, _frame: Any) -> None:
+    sys.exit(128 + signum)
+
+
 def _start_worker(backend: str, out: Path, timeout_s: float, client_cpus: int, threads: int) -> None:
     """Initialise a worker process: its torch threads and its own backend (a Flower backend gets
-    SuperLink homes of its own), closed when the worker exits."""
+    SuperLink homes of its own), closed when the worker exits, also when it is terminated."""
     import multiprocessing.util
 
     import torch
 
+    signal.signal(signal.SIGTERM, _exit)  # exit normally, so the backend's finaliser runs
     torch.set_num_threads(threads)
     runner = make_backend(backend, out / f"worker-{os.getpid()}", timeout_s, client_cpus)
     multiprocessing.util.Finalize(None, runner.close, exitpriority=10)
     _WORKER.update(backend=runner, out=out)
 
 
-def _run_in_worker(cell: Cell) -> Outcome:
-    return run_cell(cell, _WORKER["out"], _WORKER["backend"], Progress(1, write=lambda _: None))
+def _run_in_worker(item: tuple[int, Cell]) -> tuple[int, Outcome]:
+    index, cell = item
+    return index, run_cell(cell, _WORKER["out"], _WORKER["backend"], Progress(1, write=lambda _: None))
 
 
 def execute_parallel(
     cells: Sequence[Cell], out: Path, jobs: int, backend: str, progress: Progress, **backend_options: Any
 ) -> list[Outcome]:
     """Every cell in ``jobs`` worker processes (torch threads = cores // jobs each, at least 1); the
-    outcomes in the cells' order, the manifest rewritten as each cell ends."""
+    outcomes in the cells' order, the manifest rewritten as each cell ends. When this process is
+    interrupted or terminated (SIGTERM) the workers are terminated too (an interrupted cell resumes
+    from its checkpoint on the next run)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     options = (backend, out, backend_options.get("timeout_s", 86400.0), backend_options.get("client_cpus", 1), threads)
     done: dict[int, Outcome] = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=options) as pool:
-        futures = {pool.submit(_run_in_worker, cell): index for index, cell in enumerate(cells)}
-        for future in as_completed(futures):
-            outcome = future.result()
-            done[futures[future]] = outcome
+    previous = signal.signal(signal.SIGTERM, _exit)
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_start_worker, initargs=options)
+    try:
+        for index, outcome in pool.imap_unordered(_run_in_worker, list(enumerate(cells))):
+            done[index] = outcome
             _write_manifest(out, [done[i] for i in sorted(done)], len(cells))
             _report(outcome, progress)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+        signal.signal(signal.SIGTERM, previous)
     return [done[index] for index in range(len(cells))]
 
 
