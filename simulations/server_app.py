@@ -129,8 +129,10 @@ def fingerprint(cfg: RunConfig, model_state: Mapping[str, torch.Tensor]) -> dict
     return {"config": config, "architecture": architecture}
 
 
-def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    return sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ; a key the saved run did not have yet (a section a later version added)
+    counts only when it is set away from its default."""
+    return sorted(key for key in set(saved) | set(current) if saved.get(key, defaults.get(key)) != current.get(key))
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expec
         return ConfigError(f"run config key 'resume' = {cfg.resume!r}: {problem}")
 
     started = run_dir.read_json("config.json")["config"]
-    changed = [key for key in _differences(started, cfg.to_dict()) if key not in RESUMABLE_CHANGES]
+    defaults = parse_run_config({}).to_dict()
+    changed = [key for key in _differences(started, cfg.to_dict(), defaults) if key not in RESUMABLE_CHANGES]
     if changed:
         raise refuse(
             f"the run was started with different values for {changed}; "
@@ -166,7 +169,7 @@ def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expec
         raise refuse(str(error)) from error
     saved = checkpoint.get("fingerprint", {})
     for part in ("config", "architecture"):
-        differing = _differences(saved.get(part, {}), expected[part])
+        differing = _differences(saved.get(part, {}), expected[part], defaults if part == "config" else {})
         if differing:
             raise refuse(
                 f"the checkpoint '{run_dir.path / CHECKPOINT}' belongs to a run with a different {part} "

@@ -9,7 +9,7 @@ import torch
 from crashing import crash_in_round
 from small_configs import PAIRS, small_run
 
-from fedpersonal.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, CLIENT_STATE_DIR
+from fedpersonal.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, CLIENT_STATE_DIR, load_checkpoint, save_checkpoint
 from fedpersonal.config import ConfigError
 from simulations.inprocess import run_inprocess
 
@@ -41,6 +41,27 @@ def test_an_edited_config_json_does_not_smuggle_in_a_changed_lr(tmp_path):
     (run_dir.path / "config.json").write_text(json.dumps(facts))
     with pytest.raises(ConfigError, match=r"different config \(\['lr'\]\)"):
         resume(run_dir, lr=0.5)
+
+
+def as_an_older_version(run_dir, section: str) -> None:
+    """Rewrite config.json and the checkpoint as a version without ``section`` would have written them."""
+    facts = run_dir.read_json("config.json")
+    facts["config"] = {k: v for k, v in facts["config"].items() if not k.startswith(f"{section}.")}
+    (run_dir.path / "config.json").write_text(json.dumps(facts))
+    checkpoint = load_checkpoint(run_dir.path)
+    fingerprint = checkpoint["fingerprint"]
+    fingerprint["config"] = {k: v for k, v in fingerprint["config"].items() if not k.startswith(f"{section}.")}
+    extra = {key: checkpoint[key] for key in ("fingerprint", "client-states", "learned")}
+    save_checkpoint(run_dir.path, checkpoint["round"], checkpoint["model"], checkpoint["strategy"], extra)
+
+
+def test_a_run_of_a_version_without_a_newer_section_resumes_while_that_section_keeps_its_defaults(tmp_path):
+    run_dir = first_run(tmp_path)
+    as_an_older_version(run_dir, "poison")
+    assert resume(run_dir).read_rows("rounds.jsonl")[-1]["round"] == 2
+    as_an_older_version(run_dir, "poison")
+    with pytest.raises(ConfigError, match=r"different values for \['poison.attack', 'poison.share'\]"):
+        resume(run_dir, **{"num-rounds": 3, "poison.share": 0.3, "poison.attack": "scale"})
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
