@@ -2,8 +2,9 @@
 
 The run config is parsed once per run and process (cached by its contents), the algorithm is
 looked up in :mod:`simulations.registry`. Around every call the app restores the client's personal
-state when a resumed run starts, applies the simulated device faults (section ``faults``) and
-attacks (section ``poison``) to training, persists the personal state to the run directory after
+state when a resumed run starts, applies the simulated device faults (section ``faults``),
+client-side clipping of differential privacy (section ``dp``) and attacks (section ``poison``) to
+training, persists the personal state to the run directory after
 training, and tags the reply with the Ray node that executed it (when running on Ray).
 """
 
@@ -18,12 +19,15 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Context, Message
 from flwr.clientapp import ClientApp
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT
 
 from clients.base import ClientAlgorithm, round_generator
 from fedpersonal.checkpoint import load_client_state, save_client_state
 from fedpersonal.config import RunConfig
 from fedpersonal.faults import FaultSettings, apply_faults
 from fedpersonal.poisoning import PoisonSettings, attackers, poisoned_update
+from fedpersonal.privacy.clipping import clip_update, unclipped_bit
+from fedpersonal.privacy.settings import DPSettings
 from fedpersonal.tasks import ClientData
 from simulations.loop import RUN_NAME, STATE_LOCATION, STATE_ROUND
 from simulations.registry import build_client, parse_run_config
@@ -98,6 +102,9 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     reply = client.train(msg) if kind == "train" else client.evaluate(msg)
     if reply.has_error():
         return reply
+    clips = client.cfg.section(DPSettings).client_side and KEY_CLIPPING_NORM in config
+    if kind == "train" and clips and "arrays" in reply.content.array_records:
+        _clip(client, msg, reply, float(config[KEY_CLIPPING_NORM]))  # type: ignore[arg-type]
     if kind == "train" and attacker and "arrays" in reply.content.array_records:
         rng = round_generator(client.cfg, client.partition_id, server_round)
         received = client.received_arrays(msg).to_torch_state_dict()
@@ -114,6 +121,15 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     if info:
         reply.content["info"] = ConfigRecord(info)
     return reply
+
+
+def _clip(client: ClientAlgorithm, msg: Message, reply: Message, clipping_norm: float) -> None:
+    """Client-side clipping of differential privacy (section ``dp``): the update leaves the device
+    with an L2 norm of at most the norm the server sent; adaptive clipping reports whether it clipped."""
+    arrays, clipped = clip_update(client.received_arrays(msg), reply.content.array_records["arrays"], clipping_norm)
+    reply.content["arrays"] = arrays
+    if client.cfg.section(DPSettings).adaptive:
+        reply.content.metric_records["metrics"][KEY_NORM_BIT] = unclipped_bit(clipped)
 
 
 @app.train()

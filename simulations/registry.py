@@ -39,9 +39,12 @@ from fedpersonal.config import ConfigError, RunConfig, parse_config, require_cho
 from fedpersonal.evaluation import EvaluationSettings
 from fedpersonal.faults import FaultSettings
 from fedpersonal.poisoning import PoisonSettings
+from fedpersonal.privacy.accounting import noise_multiplier, release_plan, sampled_clients
+from fedpersonal.privacy.settings import DPSettings
 from fedpersonal.tasks import TASK_SECTIONS, TASKS, get_task
 from fedpersonal.tasks.face import FaceTask
 from strategies.common import weighted_mean_metrics
+from strategies.dp import DP_WEIGHT, PrivateAggregation, flower_wrapper
 from strategies.dua import DUA
 from strategies.face import FaceFedAvg, FaceLocalOnly
 from strategies.fedfr import FedFR
@@ -59,7 +62,14 @@ from strategies.server_optimizers import (
 )
 
 # Sections every run reads, whatever its algorithm: the tasks', local adaptation, simulated faults.
-RUN_SECTIONS: tuple[type, ...] = (*TASK_SECTIONS, AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings)
+RUN_SECTIONS: tuple[type, ...] = (
+    *TASK_SECTIONS,
+    AdaptSettings,
+    FaultSettings,
+    EvaluationSettings,
+    PoisonSettings,
+    DPSettings,
+)
 VISION = ("gaze", "classify")  # the tasks whose model trains on the task's own loss
 
 
@@ -73,6 +83,7 @@ class Algorithm:
     tasks: tuple[str, ...]
     sections: tuple[type, ...] = ()
     paper: str = ""
+    private: bool = False  # its server half is a mean of the replies: differential privacy (section dp) applies
 
 
 def sampling(cfg: RunConfig) -> dict[str, Any]:
@@ -89,40 +100,72 @@ def sampling(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def private_mean(cfg: RunConfig, averaging: type[FedAvg] = FedAvg, **extra: Any) -> PrivateAggregation:
+    """The uniform mean of ``averaging`` (FedAvg, FedProx) behind Flower's DP wrapper of ``dp.mode``."""
+    dp = cfg.section(DPSettings)
+    inner = averaging(**{**sampling(cfg), "weighted_by_key": DP_WEIGHT}, **extra)
+    z = noise_multiplier(cfg)
+    try:
+        wrapper = flower_wrapper(inner, dp, z, sampled_clients(cfg))
+    except ValueError as error:
+        raise ConfigError(
+            f"run config section 'dp' {settings_dict(dp)} (noise multiplier {z:.4g}) rejected by Flower's "
+            f"DP wrapper: {error}"
+        ) from error
+    return PrivateAggregation(wrapper, release_plan(cfg), z, clip_here=not dp.client_side)
+
+
+def _mean(cfg: RunConfig, averaging: type[FedAvg] = FedAvg, **extra: Any) -> Strategy:
+    """FedAvg-style averaging, made differentially private when section ``dp`` says so."""
+    if cfg.section(DPSettings).enabled:
+        return private_mean(cfg, averaging, **extra)
+    return averaging(**sampling(cfg), **extra)
+
+
+def _optimizer_args(cfg: RunConfig) -> dict[str, Any]:
+    """Sampling arguments of a server optimizer, and the private mean it steps on under DP."""
+    averaging = private_mean(cfg) if cfg.section(DPSettings).enabled else None
+    return {**sampling(cfg), "averaging": averaging}
+
+
 def _fedavg(cfg: RunConfig) -> Strategy:
-    return FedAvg(**sampling(cfg))
+    return _mean(cfg)
 
 
 def _fedprox(cfg: RunConfig) -> Strategy:
-    return FedProx(proximal_mu=cfg.section(FedProxSettings).mu, **sampling(cfg))
+    return _mean(cfg, FedProx, proximal_mu=cfg.section(FedProxSettings).mu)
 
 
 def _fedavgm(cfg: RunConfig) -> Strategy:
     s = cfg.section(FedAvgMSettings)
-    return FedAvgM(server_learning_rate=s.server_lr, server_momentum=s.momentum, nesterov=s.nesterov, **sampling(cfg))
+    return FedAvgM(
+        server_learning_rate=s.server_lr, server_momentum=s.momentum, nesterov=s.nesterov, **_optimizer_args(cfg)
+    )
 
 
 def _fedadam(cfg: RunConfig) -> Strategy:
     s = cfg.section(FedAdamSettings)
     return FedAdam(
         eta=s.server_lr, beta_1=s.beta1, beta_2=s.beta2, tau=s.tau, initial_v=s.initial_v,
-        bias_correction=s.bias_correction, **sampling(cfg),
+        bias_correction=s.bias_correction, **_optimizer_args(cfg),
     )  # fmt: skip
 
 
 def _fedyogi(cfg: RunConfig) -> Strategy:
     s = cfg.section(FedYogiSettings)
-    return FedYogi(eta=s.server_lr, beta_1=s.beta1, beta_2=s.beta2, tau=s.tau, initial_v=s.initial_v, **sampling(cfg))
+    return FedYogi(
+        eta=s.server_lr, beta_1=s.beta1, beta_2=s.beta2, tau=s.tau, initial_v=s.initial_v, **_optimizer_args(cfg)
+    )
 
 
 def _fedadagrad(cfg: RunConfig) -> Strategy:
     s = cfg.section(FedAdagradSettings)
-    return FedAdagrad(eta=s.server_lr, beta_1=s.beta1, tau=s.tau, initial_v=s.initial_v, **sampling(cfg))
+    return FedAdagrad(eta=s.server_lr, beta_1=s.beta1, tau=s.tau, initial_v=s.initial_v, **_optimizer_args(cfg))
 
 
 def _fedopt(cfg: RunConfig) -> Strategy:
     s = cfg.section(TorchOptimSettings)
-    return FedOptTorch(optimizer=s.optimizer, eta=s.server_lr, options=s.options, **sampling(cfg))
+    return FedOptTorch(optimizer=s.optimizer, eta=s.server_lr, options=s.options, **_optimizer_args(cfg))
 
 
 def _centralized(cfg: RunConfig) -> Strategy:
@@ -185,30 +228,38 @@ def _registry(*algorithms: Algorithm) -> dict[str, Algorithm]:
 
 REDDI = "Reddi et al., Adaptive Federated Optimization, ICLR 2021"
 ALGORITHMS: dict[str, Algorithm] = _registry(
-    Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017"),
-    Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020"),
+    Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017", private=True),
+    Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020", private=True),
     Algorithm("local", _local, LocalOnlyClient, VISION, paper="reference: local training only"),
     Algorithm("centralized", _centralized, CentralizedClient, VISION, paper="reference: pooled training data"),
     Algorithm("scaffold", _scaffold, ScaffoldClient, VISION, paper="Karimireddy et al., ICML 2020"),
-    Algorithm("fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019"),
-    Algorithm("fedrep", _fedavg, FedRepClient, VISION, (FedRepSettings,), "Collins et al., ICML 2021"),
-    Algorithm("fedbabu", _fedavg, FedBABUClient, VISION, (FedBABUSettings,), "Oh et al., ICLR 2022"),
-    Algorithm("lg-fedavg", _fedavg, LGFedAvgClient, VISION, paper="Liang et al., arXiv:2001.01523, 2020"),
-    Algorithm("fedbn", _fedavg, FedBNClient, VISION, paper="Li et al., ICLR 2021"),
-    Algorithm("perfedavg", _fedavg, PerFedAvgClient, VISION, (PerFedAvgSettings,), "Fallah et al., NeurIPS 2020"),
-    Algorithm("apfl", _fedavg, APFLClient, VISION, (APFLSettings,), "Deng et al., arXiv:2003.13461, 2020"),
-    Algorithm("pfedme", _fedavg, PFedMeClient, VISION, (PFedMeSettings,), "Dinh et al., NeurIPS 2020"),
-    Algorithm("ditto", _fedavg, DittoClient, VISION, (DittoSettings,), "Li et al., ICML 2021"),
+    Algorithm(
+        "fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019", private=True
+    ),
+    Algorithm("fedrep", _fedavg, FedRepClient, VISION, (FedRepSettings,), "Collins et al., ICML 2021", private=True),
+    Algorithm("fedbabu", _fedavg, FedBABUClient, VISION, (FedBABUSettings,), "Oh et al., ICLR 2022", private=True),
+    Algorithm("lg-fedavg", _fedavg, LGFedAvgClient, VISION, paper="Liang et al., arXiv:2001.01523, 2020", private=True),
+    Algorithm("fedbn", _fedavg, FedBNClient, VISION, paper="Li et al., ICLR 2021", private=True),
+    Algorithm(
+        "perfedavg", _fedavg, PerFedAvgClient, VISION, (PerFedAvgSettings,), "Fallah et al., NeurIPS 2020", private=True
+    ),
+    Algorithm(
+        "apfl", _fedavg, APFLClient, VISION, (APFLSettings,), "Deng et al., arXiv:2003.13461, 2020", private=True
+    ),
+    Algorithm("pfedme", _fedavg, PFedMeClient, VISION, (PFedMeSettings,), "Dinh et al., NeurIPS 2020", private=True),
+    Algorithm("ditto", _fedavg, DittoClient, VISION, (DittoSettings,), "Li et al., ICML 2021", private=True),
     Algorithm("fedmedian", _fedmedian, ClientAlgorithm, VISION, paper="Yin et al., ICML 2018"),
     Algorithm("fedtrimmedavg", _fedtrimmedavg, ClientAlgorithm, VISION, (RobustSettings,), "Yin et al., ICML 2018"),
     Algorithm("krum", _krum, ClientAlgorithm, VISION, (RobustSettings,), "Blanchard et al., NeurIPS 2017"),
     Algorithm("multikrum", _multikrum, ClientAlgorithm, VISION, (RobustSettings,), "Blanchard et al., NeurIPS 2017"),
     Algorithm("bulyan", _bulyan, ClientAlgorithm, VISION, (RobustSettings,), "El Mhamdi et al., ICML 2018"),
-    Algorithm("fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335"),
-    Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI),
-    Algorithm("fedyogi", _fedyogi, ClientAlgorithm, VISION, (FedYogiSettings,), REDDI),
-    Algorithm("fedadagrad", _fedadagrad, ClientAlgorithm, VISION, (FedAdagradSettings,), REDDI),
-    Algorithm("fedopt", _fedopt, ClientAlgorithm, VISION, (TorchOptimSettings,), REDDI),
+    Algorithm(
+        "fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335", private=True
+    ),
+    Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI, private=True),
+    Algorithm("fedyogi", _fedyogi, ClientAlgorithm, VISION, (FedYogiSettings,), REDDI, private=True),
+    Algorithm("fedadagrad", _fedadagrad, ClientAlgorithm, VISION, (FedAdagradSettings,), REDDI, private=True),
+    Algorithm("fedopt", _fedopt, ClientAlgorithm, VISION, (TorchOptimSettings,), REDDI, private=True),
     Algorithm("dua", _dua, DUAClient, ("classify",), (DUASettings,), "De Lange et al., CVPR 2020"),
     Algorithm("fedfr", _face(FedFR), FedFRClient, ("face",), (FedFRSettings,), "Liu et al., AAAI 2022"),
     Algorithm("face-fedavg", _face(FaceFedAvg), FaceClient, ("face",), paper="McMahan et al., AISTATS 2017"),
@@ -249,6 +300,12 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
             f"run config key 'poison.attack' = {attack!r} is invalid with task {cfg.task!r} and strategy "
             f"{cfg.strategy!r}; poisoning applies to the model updates of tasks {list(VISION)} (not DUA's Omega)"
         )
+    if cfg.section(DPSettings).enabled and not entry.private:
+        private = sorted(name for name, other in ALGORITHMS.items() if other.private)
+        raise ConfigError(
+            f"run config key 'dp.mode' = {cfg.section(DPSettings).mode!r} is invalid with strategy {cfg.strategy!r}, "
+            f"whose server does not average the updates; differential privacy applies to {private}"
+        )
     unseen = cfg.section(EvaluationSettings).unseen_clients
     if unseen and cfg.task == "face":
         raise ConfigError(
@@ -261,7 +318,7 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
 def unused_keys(cfg: RunConfig) -> list[str]:
     """Keys set away from their defaults that this run's task, dataset and algorithm never read."""
     task = get_task(cfg.task, cfg)
-    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings)}
+    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings, DPSettings)}
     read |= {section_name(cls) for cls in algorithm(cfg.strategy).sections}
     read |= task.sections_read()
     defaults = parse_config({}, all_sections()).to_dict()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import flwr
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context
 from flwr.common import log
@@ -90,7 +91,11 @@ def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
         if values:
             per_client = {str(partition): values[partition] for partition in sorted(values)}
             views[view] = {**fairness_summary(list(values.values()), task.better), "per-client": per_client}
-    return {"rounds": last["round"], "final": last, "initial": rounds[0], "metric": task.metric, "views": views}
+    summary = {"rounds": last["round"], "final": last, "initial": rounds[0], "metric": task.metric, "views": views}
+    released = [row for row in rounds if "dp-epsilon" in row]
+    if released:  # differential privacy: what the last release spent in all
+        summary["privacy"] = {key: value for key, value in released[-1].items() if key.startswith("dp-")}
+    return summary
 
 
 # Keys that may change when a run is resumed; any other difference is an error.
@@ -115,7 +120,8 @@ def run_directory(cfg: RunConfig) -> RunDirectory:
 
 def start_fresh(cfg: RunConfig, task: Task, run_dir: RunDirectory) -> ArrayRecord:
     """The seeded initial model; writes the run's config.json."""
-    random.seed(cfg.seed)  # Flower's node sampling uses the random module
+    random.seed(cfg.seed)  # Flower's node sampling uses the random module ...
+    np.random.seed(cfg.seed)  # ... and its DP wrappers numpy's global generator
     model = task.initial_model(seeded_model(task, cfg.seed))
     run_dir.write_json("config.json", run_facts(cfg, task))
     return to_arrays(model)

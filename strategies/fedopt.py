@@ -26,7 +26,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedpersonal.params import is_statistic
 from strategies.server_optimizers import ReddiAdaptive
@@ -40,13 +40,20 @@ class PseudoGradientFedAvg(FedAvg):
     ``make_optimizer`` builds the optimizer over a list of tensors; it is tried once on a dummy
     tensor here, so settings the optimizer rejects raise a ValueError at construction.
     ``averaged_keys``: arrays that are averaged, never stepped (default: every key
-    :func:`is_statistic` names, i.e. BatchNorm running statistics).
+    :func:`is_statistic` names, i.e. BatchNorm running statistics). ``averaging``: a strategy that
+    samples the clients and computes ``avg_t`` instead of this FedAvg (e.g.
+    :class:`strategies.dp.PrivateAggregation`, whose noisy mean the optimizer then steps on).
     """
 
     def __init__(
-        self, make_optimizer: MakeOptimizer, averaged_keys: Iterable[str] | None = None, **fedavg_kwargs: Any
+        self,
+        make_optimizer: MakeOptimizer,
+        averaged_keys: Iterable[str] | None = None,
+        averaging: Strategy | None = None,
+        **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
+        self.averaging = averaging
         listed = None if averaged_keys is None else frozenset(averaged_keys)
         self.averaged: Callable[[str], bool] = is_statistic if listed is None else listed.__contains__
         try:
@@ -64,6 +71,8 @@ class PseudoGradientFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """Remember the global arrays ``x_t`` being sent, then sample and send as FedAvg does."""
         self._track(arrays.to_torch_state_dict())
+        if self.averaging is not None:
+            return self.averaging.configure_train(server_round, arrays, config, grid)
         return super().configure_train(server_round, arrays, config, grid)
 
     def _track(self, state: dict[str, torch.Tensor]) -> None:
@@ -87,8 +96,12 @@ class PseudoGradientFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg's average, then one optimizer step from ``x_t`` on the pseudo-gradient."""
-        average, metrics = super().aggregate_train(server_round, replies)
+        """FedAvg's average (or the ``averaging`` strategy's), then one optimizer step from ``x_t`` on
+        the pseudo-gradient."""
+        if self.averaging is not None:
+            average, metrics = self.averaging.aggregate_train(server_round, replies)
+        else:
+            average, metrics = super().aggregate_train(server_round, replies)
         if average is None:
             return None, metrics
         if self.optimizer is None:
@@ -116,7 +129,9 @@ class PseudoGradientFedAvg(FedAvg):
         """The server optimizer's state (moments, momentum buffers, step counts) and its keys."""
         if self.optimizer is None:
             return dict(self._pending_state or {})
-        return {"keys": list(self.weights), "optimizer": self.optimizer.state_dict()}
+        state = {"keys": list(self.weights), "optimizer": self.optimizer.state_dict()}
+        averaging_state = getattr(self.averaging, "state_dict", None)
+        return {**state, "averaging": averaging_state()} if callable(averaging_state) else state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; applied at the next ``configure_train`` if none ran yet."""
@@ -124,6 +139,9 @@ class PseudoGradientFedAvg(FedAvg):
             self._pending_state = dict(state)
             return
         if state:
+            load_averaging = getattr(self.averaging, "load_state_dict", None)
+            if callable(load_averaging) and "averaging" in state:
+                load_averaging(state["averaging"])
             if list(state["keys"]) != list(self.weights):
                 raise ValueError(f"optimizer state is for keys {state['keys']}, not {list(self.weights)}")
             self.optimizer.load_state_dict(state["optimizer"])
