@@ -85,6 +85,11 @@ class RunConfig:
         1, "an integer >= 1 (fewer good replies: the round keeps the old model)", _positive
     )
     resume: str = setting("", "'' (a new run) or the path of a run directory to continue")
+    client_state: str = setting(
+        "auto",
+        "'auto' (on disk above 1,000 clients), 'memory' or 'disk' (where personal state waits between calls)",
+        lambda v: v in ("auto", "memory", "disk"),
+    )
     sections: dict[str, Any] = field(default_factory=dict, metadata={"section": True})
 
     def section(self, cls: type[Section]) -> Section:

@@ -1,11 +1,11 @@
 """The Flower ClientApp: dispatches each message to the client half of the run's algorithm.
 
 The run config is parsed once per run and process (cached by its contents), the algorithm is
-looked up in :mod:`simulations.registry`. Around every call the app restores the client's personal
-state when a resumed run starts, applies the simulated device faults (section ``faults``),
-client-side clipping of differential privacy (section ``dp``) and attacks (section ``poison``) to
-training, persists the personal state to the run directory after
-training, and tags the reply with the Ray node that executed it (when running on Ray).
+looked up in :mod:`simulations.registry`. Around every call the app brings back the client's
+personal state (after a resume, or from disk: :mod:`simulations.client_state`), applies the
+simulated device faults (section ``faults``), client-side clipping of differential privacy (section
+``dp``) and attacks (section ``poison``) to training, saves the personal state to the run directory
+after training, and tags the reply with the Ray node that executed it (when running on Ray).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT
 
 from clients.base import ClientAlgorithm, round_generator
-from fedpersonal.checkpoint import load_client_state, save_client_state
+from fedpersonal.checkpoint import save_client_state
 from fedpersonal.config import RunConfig
 from fedpersonal.faults import FaultSettings, apply_faults
 from fedpersonal.poisoning import PoisonSettings, attackers, poisoned_update
 from fedpersonal.privacy.clipping import clip_update, unclipped_bit
 from fedpersonal.privacy.settings import DPSettings
 from fedpersonal.tasks import ClientData
+from simulations.client_state import on_disk, park, restore
 from simulations.loop import RUN_NAME, STATE_LOCATION, STATE_ROUND
 from simulations.registry import build_client, parse_run_config
 
@@ -77,21 +78,12 @@ def state_base(context: Context, cfg: RunConfig, config: ConfigRecord) -> tuple[
     return root / name, ("custom" if custom else "run-dir")
 
 
-def _restore_state(context: Context, config: ConfigRecord, base: Path | None, partition_id: int) -> None:
-    resume_round = int(config.get("resume-round", 0))  # type: ignore[arg-type]
-    if resume_round > 0 and not context.state and base is not None:
-        saved = load_client_state(base, partition_id, resume_round)
-        if saved is not None:
-            for key, record in saved.items():
-                context.state[key] = record
-
-
 def _handle(kind: str, msg: Message, context: Context) -> Message:
     client = client_for(context)
     config = msg.content.config_records.get("config", ConfigRecord())
     server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
     base, location = state_base(context, client.cfg, config)
-    _restore_state(context, config, base, client.partition_id)
+    parked = restore(context, config, base, client.partition_id)
     poison = client.cfg.section(PoisonSettings)
     attacker = client.partition_id in attackers(poison, client.cfg.seed, client.cfg.num_clients)
     if kind == "train":
@@ -115,6 +107,9 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     if kind == "train" and context.state and base is not None:
         save_client_state(base, client.partition_id, server_round, context.state)
         info.update({STATE_ROUND: server_round, STATE_LOCATION: location})  # the server checks it on resume
+        parked = server_round
+    if parked is not None and on_disk(client.cfg):
+        park(context, parked)
     node = ray_node_id()
     if node:
         info["ray-node-id"] = node

@@ -99,7 +99,7 @@ def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
 
 
 # Keys that may change when a run is resumed; any other difference is an error.
-RESUMABLE_CHANGES = {"resume", "num-rounds", "node-wait-s", "round-timeout-s", "min-train-replies"}
+RESUMABLE_CHANGES = {"resume", "num-rounds", "node-wait-s", "round-timeout-s", "min-train-replies", "client-state"}
 
 
 def run_directory(cfg: RunConfig) -> RunDirectory:
