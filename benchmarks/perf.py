@@ -13,11 +13,19 @@
     with personal state (FedPer), 10 clients sampled per round and one CPU per client.
 
     python -m benchmarks.perf [--rounds 10] [--memory-clients 100 1000 10000] [--repeats 1]
+                              [--device cpu|cuda|cuda:N --client-gpus 0.25]
+
+Every runner trains on ``--device`` (run-config key ``device``; default ``cpu``); under ``flwr run``
+each client then reserves ``--client-gpus`` GPUs (Flower's ``client-resources-num-gpus``, which a GPU
+device needs: Ray hides the GPU from clients that reserve none). Results of a GPU run go to
+``perf_cuda.{json,md}`` and their performance-record lines name the device, so they never mix with the
+CPU measurements.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import tempfile
@@ -33,7 +41,8 @@ from statistics import median
 import torch
 
 from clients.base import round_generator
-from fedpersonal.config import RunConfig, parse_config
+from fedpersonal.config import ConfigError, RunConfig, parse_config
+from fedpersonal.device import resolve_device
 from fedpersonal.results import RunDirectory
 from fedpersonal.tasks import get_task
 from fedpersonal.training import SGDSettings, sgd_optimizer, train_epochs
@@ -50,9 +59,10 @@ def plain_fedavg(cfg: RunConfig) -> dict:
     each round (training + evaluation), final error."""
     start = time.perf_counter()
     task = get_task(cfg.task, cfg)
+    device = resolve_device(cfg)
     torch.manual_seed(cfg.seed)
-    global_model = task.build_model()
-    data = [task.client_data(pid) for pid in range(cfg.num_clients)]
+    global_model = task.build_model().to(device)
+    data = [task.client_data(pid).to(device) for pid in range(cfg.num_clients)]
 
     def evaluate() -> float:
         results = [(task.evaluate(global_model, d.test)[task.metric], d.num_test) for d in data]
@@ -64,7 +74,7 @@ def plain_fedavg(cfg: RunConfig) -> dict:
         round_start = time.perf_counter()
         states, weights = [], []
         for pid, client in enumerate(data):
-            model = task.build_model()
+            model = task.build_model().to(device)
             model.load_state_dict(global_model.state_dict())
             optimizer = sgd_optimizer(model.parameters(), SGDSettings.from_config(cfg))
             generator = round_generator(cfg, pid, server_round)
@@ -138,12 +148,13 @@ class PeakMemory:
 
 
 def flower_run(
-    home: Path, clients: int, run_config: str, cpus: int, memory: bool = False
+    home: Path, clients: int, run_config: str, cpus: int, memory: bool = False, gpus: float = 0.0
 ) -> tuple[float, RunDirectory, int]:
-    """One `flwr run` on a fresh private SuperLink with ``cpus`` per client: (wall seconds of the
-    run, its directory, peak PSS when ``memory``; sampling it costs CPU, so timing runs do not)."""
+    """One `flwr run` on a fresh private SuperLink with ``cpus`` (and ``gpus``) per client: (wall
+    seconds of the run, its directory, peak PSS when ``memory``; sampling it costs CPU, so timing runs
+    do not)."""
     results = home / "runs"
-    with PrivateSuperLink(home, num_supernodes=clients, num_cpus_per_client=cpus) as link:
+    with PrivateSuperLink(home, clients, num_cpus_per_client=cpus, num_gpus_per_client=gpus) as link:
         assert link.process is not None
         with PeakMemory(link.process.pid) if memory else nullcontext() as sampler:
             start = time.perf_counter()
@@ -184,17 +195,27 @@ def summarize(name: str, results: list[dict], plain: list[dict], client_rounds: 
     }
 
 
-def measure(rounds: int, memory_clients: list[int], scratch: Path, repeats: int = 1) -> dict:
-    """Every measurement of the benchmark; the default-scenario runners take turns ``repeats`` times
-    (slow drifts of a shared machine then hit every runner alike)."""
-    cfg = parse_config({"num-rounds": rounds})
-    out: dict = {"default_scenario": {"clients": cfg.num_clients, "rounds": rounds, "runners": []}}
+def measure(
+    rounds: int, memory_clients: list[int], scratch: Path, repeats: int = 1, device: str = "cpu", gpus: float = 0.0
+) -> dict:
+    """Every measurement of the benchmark, every runner training on ``device`` (``gpus`` per client
+    under ``flwr run``); the default-scenario runners take turns ``repeats`` times (slow drifts of a
+    shared machine then hit every runner alike)."""
+    cfg = parse_config({"num-rounds": rounds, "device": device})
+    run_flower = functools.partial(flower_run, gpus=gpus)
+    on = f"device='{device}'"
+    out: dict = {
+        "device": describe(resolve_device(cfg)),
+        "default_scenario": {"clients": cfg.num_clients, "rounds": rounds, "runners": []},
+    }
     runs: dict[str, list[dict]] = {}
     for repeat in range(repeats):
         runs.setdefault("plain PyTorch loop", []).append(in_fresh_process(plain_fedavg, cfg))
         runs.setdefault("fedpersonal in-process runner", []).append(in_fresh_process(inprocess_fedavg, cfg))
         for cpus in (2, 1):
-            wall, run_dir, _ = flower_run(scratch / f"a{cpus}-{repeat}", cfg.num_clients, f"num-rounds={rounds}", cpus)
+            wall, run_dir, _ = run_flower(
+                scratch / f"a{cpus}-{repeat}", cfg.num_clients, f"num-rounds={rounds} {on}", cpus
+            )
             runs.setdefault(f"flwr run, {cpus} CPU{'s' if cpus > 1 else ''} per client", []).append(
                 {"wall_s": wall, "round_s": round_seconds(run_dir), "final_error": final_error(run_dir)}
             )
@@ -207,9 +228,9 @@ def measure(rounds: int, memory_clients: list[int], scratch: Path, repeats: int 
         out["default_scenario"]["runners"].append(row)
         print(row, flush=True)
 
-    tiny = "samples-per-client=4 local-epochs=1"
-    short, _, _ = flower_run(scratch / "b1", 15, f"{tiny} num-rounds=1", cpus=2)
-    long, _, _ = flower_run(scratch / "b2", 15, f"{tiny} num-rounds=6", cpus=2)
+    tiny = f"samples-per-client=4 local-epochs=1 {on}"
+    short, _, _ = run_flower(scratch / "b1", 15, f"{tiny} num-rounds=1", cpus=2)
+    long, _, _ = run_flower(scratch / "b2", 15, f"{tiny} num-rounds=6", cpus=2)
     calls_per_round = 2 * 15  # a train and an evaluate call per client
     per_call = (long - short) / (5 * calls_per_round)
     out["overhead"] = {
@@ -225,9 +246,9 @@ def measure(rounds: int, memory_clients: list[int], scratch: Path, repeats: int 
         fraction = min(1.0, SAMPLED / count)
         config = (
             f"strategy='fedper' num-rounds=3 samples-per-client=50 local-epochs=1 "
-            f"fraction-train={fraction} fraction-evaluate={fraction}"
+            f"fraction-train={fraction} fraction-evaluate={fraction} {on}"
         )
-        wall, _, peak = flower_run(scratch / f"d{count}", count, config, cpus=1, memory=True)
+        wall, _, peak = run_flower(scratch / f"d{count}", count, config, cpus=1, memory=True)
         out["memory"].append(
             {"clients": count, "sampled_per_round": SAMPLED, "peak_pss_gib": peak / 2**30, "wall_s": wall}
         )
@@ -235,12 +256,18 @@ def measure(rounds: int, memory_clients: list[int], scratch: Path, repeats: int 
     return out
 
 
+def describe(device: torch.device) -> str:
+    """``cpu``, or a GPU device with its name (``cuda: NVIDIA H200``)."""
+    return "cpu" if device.type != "cuda" else f"{device.type}: {torch.cuda.get_device_name(device)}"
+
+
 def markdown(result: dict) -> str:
     """The README tables."""
     a, b = result["default_scenario"], result["overhead"]
+    device = result.get("device", "cpu")
     lines = [
         f"Default gaze scenario ({a['clients']} clients, {a['rounds']} rounds, FedAvg), "
-        "every runner on the same machine; "
+        f"every runner on the same machine, training on {device}; "
         f"medians of {a['runners'][0]['repeats']} repeat(s) taken in turns (range in brackets):",
         "",
         "| runner | wall | ratio to the plain loop | steady round | client-rounds/s | final global error |",
@@ -286,8 +313,10 @@ def git_commit() -> str:
 
 def record_lines(result: dict, commit: str, created: str, machine: dict) -> list[dict]:
     """The measurements of one perf run as performance-record lines: ``measurement``, ``value``,
-    ``unit`` plus the commit, the date and the machine (cores, RAM, torch, flwr)."""
-    base = {"commit": commit, "created": created, "machine": machine}
+    ``unit`` plus the commit, the date, the machine (cores, RAM, torch, flwr) and the device trained
+    on; a measurement on a GPU says so in its name (``wall: ... [cuda: NVIDIA H200]``)."""
+    device = result.get("device", "cpu")
+    base = {"commit": commit, "created": created, "machine": machine, "device": device}
     lines = []
     for row in result["default_scenario"]["runners"]:
         lines.append({**base, "measurement": f"ratio to plain loop: {row['runner']}", "value": row["ratio_to_plain"],
@@ -299,6 +328,8 @@ def record_lines(result: dict, commit: str, created: str, machine: dict) -> list
     for row in result["memory"]:
         lines.append({**base, "measurement": f"peak memory, {row['clients']} clients", "value": row["peak_pss_gib"],
                       "unit": "GiB"})  # fmt: skip
+    if device != "cpu":
+        lines = [{**line, "measurement": f"{line['measurement']} [{device}]"} for line in lines]
     return lines
 
 
@@ -331,12 +362,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--memory-clients", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--repeats", type=int, default=1, help="times each default-scenario runner runs, in turns")
+    parser.add_argument("--device", default="cpu", help="run-config key device of every run: cpu, cuda, cuda:N, auto")
+    parser.add_argument(
+        "--client-gpus", type=float, default=0.0, help="GPUs per client under flwr run (0.25: four clients per GPU)"
+    )
     args = parser.parse_args()
     if args.history:
         print(history_table(read_history()))
         return
+    try:
+        device = resolve_device(parse_config({"device": args.device}))  # a GPU this machine lacks stops here
+    except ConfigError as error:
+        parser.error(str(error))
+    if device.type == "cuda" and not args.client_gpus:
+        parser.error("--device on a GPU needs --client-gpus > 0 (under Ray a client reserving no GPU sees none)")
     with tempfile.TemporaryDirectory(prefix="fedpersonal-perf-") as scratch:
-        result = measure(args.rounds, args.memory_clients, Path(scratch), args.repeats)
+        result = measure(args.rounds, args.memory_clients, Path(scratch), args.repeats, args.device, args.client_gpus)
     payload = {
         "name": "perf",
         "command": invocation(),
@@ -345,7 +386,7 @@ def main() -> None:
         "config": vars(args),
         "results": result,
     }
-    write_json_result("perf", payload, markdown(result))
+    write_json_result("perf" if device.type == "cpu" else f"perf_{device.type}", payload, markdown(result))
     append_history(record_lines(result, git_commit(), payload["created"], payload["machine"]))
 
 

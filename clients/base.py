@@ -16,6 +16,7 @@ from torch import nn
 
 from fedpersonal.adaptation import AdaptSettings, adapt_model
 from fedpersonal.config import ConfigError, RunConfig
+from fedpersonal.device import resolve_device
 from fedpersonal.model_pool import pooled_initial_model
 from fedpersonal.params import load_arrays, select_keys, to_arrays
 from fedpersonal.tasks import ClientData, Task, get_task
@@ -51,15 +52,17 @@ class ClientAlgorithm:
     """FedAvg client: load the global model, train locally, return the whole model.
 
     ``context`` is the node's Flower context (``context.state`` carries personal state across
-    rounds); ``cfg`` is the run config, parsed once per run by the ClientApp.
+    rounds); ``cfg`` is the run config, parsed once per run by the ClientApp. Models and data live on
+    the run's ``device`` (:attr:`device`); arrays go to and from Flower messages through the host.
     """
 
     def __init__(self, context: Context, cfg: RunConfig) -> None:
         self.context = context
         self.cfg = cfg
+        self.device = resolve_device(cfg)
         self.task: Task = get_task(self.cfg.task, self.cfg)
         self.partition_id = partition_of(context, self.cfg)
-        self.data: ClientData = self.task.client_data(self.partition_id)
+        self.data: ClientData = self.task.client_data(self.partition_id).to(self.device)
 
     # Parameter-name prefixes that never leave the device (e.g. ("head.",) for FedPer): they are
     # kept in context.state["personal"] and override what the server sends.
@@ -213,5 +216,7 @@ class ClientAlgorithm:
             max_steps=steps,
         )
         model.load_state_dict(shared, strict=False)  # BatchNorm statistics of the shared part stay too
+        for parameter in model.parameters():  # adaptation (TENT) chooses its own trainable parameters
+            parameter.requires_grad_(True)
         model = self.adapt(model, 0) or model
         return {f"unseen-{k}": v for k, v in self.task.evaluate(model, self.data.test).items()}

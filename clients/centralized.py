@@ -14,6 +14,7 @@ from flwr.app import Message
 
 from clients.base import ClientAlgorithm, server_round_of
 from fedpersonal.config import RunConfig
+from fedpersonal.device import to_device
 from fedpersonal.tasks import get_task
 from fedpersonal.training import Tensors, stack
 
@@ -36,7 +37,7 @@ class CentralizedClient(ClientAlgorithm):
     def train(self, msg: Message) -> Message:
         """``local-epochs`` passes over the pooled training data."""
         model = self.model_from(msg)
-        data = pooled_training_data(self.cfg)
+        data = to_device(pooled_training_data(self.cfg), self.device)
         loss = self.local_train(model, server_round_of(msg), tensors=data)
         metrics = {"train-loss": loss, "num-examples": self.data.num_train, "pooled-examples": len(data[0])}
         return self.reply(msg, metrics, self.outgoing_arrays(model))

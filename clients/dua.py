@@ -25,7 +25,7 @@ class DUAClient(ClientAlgorithm):
         inputs = self.task.inputs(self.data.train)
         omegas = []
         for state in unpack_states(msg.content.array_records["arrays"]):
-            model = self.task.build_model()
+            model = self.task.build_model().to(self.device)
             model.load_state_dict(state)
             omegas.append(
                 importance(settings.importance, model, self.task.forward, inputs, settings.omega_batch_size, generator)

@@ -40,7 +40,7 @@ def imprinted_rows(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
     """One unit row per identity 0..K-1: the normalised mean of its normalised embeddings."""
     features = F.normalize(embed(net, images), dim=1)
     count = int(labels.max()) + 1
-    sums = torch.zeros(count, features.shape[1]).index_add_(0, labels, features)
+    sums = torch.zeros(count, features.shape[1], device=features.device).index_add_(0, labels, features)
     return F.normalize(sums, dim=1)
 
 
@@ -62,7 +62,7 @@ class FaceClient(ClientAlgorithm):
         arrays = self.context.state.array_records.get(BACKBONE_STATE)
         if arrays is None:
             return None
-        net = self.task.build_model()
+        net = self.task.build_model().to(self.device)
         load_arrays(net, arrays)
         return net
 
@@ -70,7 +70,7 @@ class FaceClient(ClientAlgorithm):
         """The personal classifier: saved, or imprinted from the received backbone."""
         saved = self.context.state.array_records.get(CLASSIFIER_STATE)
         if saved is not None:
-            return CosineClassifier(saved.to_torch_state_dict()["weight"])
+            return CosineClassifier(saved.to_torch_state_dict()["weight"].to(self.device))
         return CosineClassifier(imprinted_rows(received, *self.data.train))
 
     def starting_backbone(self, received: nn.Module) -> nn.Module:

@@ -25,6 +25,7 @@ from torch import nn
 
 from clients.face import CLASSIFIER_STATE, FaceClient
 from fedpersonal.config import setting
+from fedpersonal.device import to_device
 from fedpersonal.losses.face import NO_POSITIVE, cosface_loss, dfc_loss, hard_negatives, moon_loss
 from fedpersonal.models.face import CosineClassifier, DFCBranch, PersonalEmbedding, cosine
 from fedpersonal.params import load_arrays, to_arrays
@@ -56,7 +57,7 @@ class FedFRClient(FaceClient):
 
     def dfc_branch(self, classifier: CosineClassifier) -> DFCBranch:
         """The saved DFC branch, or a new one (identity transform, rows from ``classifier``)."""
-        branch = DFCBranch(classifier.weight)
+        branch = DFCBranch(classifier.weight).to(self.device)
         saved = self.context.state.array_records.get(DFC_STATE)
         if saved is not None:
             load_arrays(branch, saved)
@@ -78,7 +79,7 @@ class FedFRClient(FaceClient):
         """(images, CosFace labels, DFC labels, global features, previous features) of the local
         images plus the public images whose server feature has cosine > ``threshold`` with a local
         one (hard negatives), and the hard-negative count."""
-        public_images, public_labels = self.face.public_data()
+        public_images, public_labels = to_device(self.face.public_data(), self.device)
         if len(public_images) != len(public_features):
             raise ValueError(
                 f"the server sent {len(public_features)} public features for {len(public_images)} public images; "
@@ -89,7 +90,7 @@ class FedFRClient(FaceClient):
         num_local_classes = int(labels.max()) + 1
         all_images = torch.cat([images, public_images[hard]])
         cosface_labels = torch.cat([labels, num_local_classes + public_labels[hard]])
-        dfc_labels = torch.cat([labels, torch.full((len(hard),), NO_POSITIVE, dtype=labels.dtype)])
+        dfc_labels = torch.cat([labels, torch.full((len(hard),), NO_POSITIVE, dtype=labels.dtype, device=self.device)])
         global_features = embed(received, all_images)
         saved = self.saved_backbone()
         previous_features = (
@@ -102,7 +103,8 @@ class FedFRClient(FaceClient):
         """FedFR's local objective on local + hard-negative images."""
         settings = self.cfg.section(FedFRSettings)
         face = self.face.settings
-        public = msg.content.array_records[PUBLIC_FEATURES].to_torch_state_dict()
+        sent = msg.content.array_records[PUBLIC_FEATURES].to_torch_state_dict()
+        public = {key: value.to(self.device) for key, value in sent.items()}
         public_rows = public["classifier"]
         tensors, num_hard = self.training_set(received, public["features"], settings.hard_negative_threshold)
         dfc = self.dfc_branch(classifier)

@@ -33,9 +33,10 @@ class ScaffoldClient(ClientAlgorithm):
     def train(self, msg: Message) -> Message:
         """Corrected local training from ``x``; reply with ``y`` and ``Delta c_i``."""
         sent = msg.content.array_records["arrays"].to_torch_state_dict()
-        server = {k[len(CONTROL) :]: v for k, v in sent.items() if k.startswith(CONTROL)}
+        server = {k[len(CONTROL) :]: v.to(self.device) for k, v in sent.items() if k.startswith(CONTROL)}
         own = self.context.state.array_records.get(CLIENT_CONTROL)
-        client = own.to_torch_state_dict() if own is not None else {k: torch.zeros_like(v) for k, v in server.items()}
+        saved = own.to_torch_state_dict() if own is not None else {k: torch.zeros_like(v) for k, v in server.items()}
+        client = {key: value.to(self.device) for key, value in saved.items()}
         model = self.model_from(msg)
         params = dict(model.named_parameters())
         start = {key: params[key].detach().clone() for key in server}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -56,6 +57,13 @@ def _open_fraction(value: float) -> bool:
     return 0 < value < 1
 
 
+DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")  # run-config key 'device' (fedpersonal.device resolves it)
+
+
+def _device_name(value: str) -> bool:
+    return DEVICE_NAMES.fullmatch(value) is not None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """All run-config keys of a fedpersonal run, with their defaults (mirrors pyproject.toml)."""
@@ -85,6 +93,9 @@ class RunConfig:
         1, "an integer >= 1 (fewer good replies: the round keeps the old model)", _positive
     )
     resume: str = setting("", "'' (a new run) or the path of a run directory to continue")
+    device: str = setting(
+        "auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N' (GPU N)", _device_name
+    )
     client_state: str = setting(
         "auto",
         "'auto' (on disk above 1,000 clients), 'memory' or 'disk' (where personal state waits between calls)",
@@ -191,6 +202,9 @@ def parse_config(run_config: Mapping[str, Any], sections: Iterable[type] = ()) -
             )
     cfg: RunConfig = parse_settings(RunConfig, top)
     parsed = {name: parse_settings(known[name], grouped[name], f"{name}.") for name in known}
+    from fedpersonal.device import resolve_device  # imports torch, and this module
+
+    resolve_device(cfg)  # a GPU the machine does not have is a config error here, before anything trains
     return dataclasses.replace(cfg, sections=parsed)
 
 

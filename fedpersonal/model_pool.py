@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fedpersonal.config import RunConfig
+from fedpersonal.device import resolve_device
 from fedpersonal.tasks.base import Task
 
 _MAX_ENTRIES = 4
@@ -31,8 +32,8 @@ def seeded_model(task: Task, seed: int) -> nn.Module:
 
 
 def pooled_initial_model(task: Task, cfg: RunConfig, reset: bool = True) -> nn.Module:
-    """This process's model for (task, run config), reset to the run's initial weights
-    (``reset=False`` skips that copy for a caller that overwrites every key next).
+    """This process's model for (task, run config) on the run's device, reset to the run's initial
+    weights (``reset=False`` skips that copy for a caller that overwrites every key next).
 
     The object is shared: it is valid until the next call for the same run config.
     """
@@ -40,7 +41,7 @@ def pooled_initial_model(task: Task, cfg: RunConfig, reset: bool = True) -> nn.M
     if key not in _POOL:
         if len(_POOL) >= _MAX_ENTRIES:
             _POOL.pop(next(iter(_POOL)))
-        model = seeded_model(task, cfg.seed)
+        model = seeded_model(task, cfg.seed).to(resolve_device(cfg))  # seeded on the CPU: the same on any device
         _POOL[key] = (model, copy.deepcopy(model.state_dict()))
     model, initial = _POOL[key]
     if reset:

@@ -19,9 +19,10 @@ def stack(parts: list[Tensors]) -> Tensors:
 
 
 def iterate_batches(tensors: Tensors, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensors]:
-    """Yield aligned minibatches; shuffled with ``generator`` when one is given."""
+    """Yield aligned minibatches (slices, on the tensors' device); shuffled with ``generator`` when one
+    is given (a CPU generator: the same order on any device)."""
     count = len(tensors[0])
-    order = torch.randperm(count, generator=generator) if generator is not None else None
+    order = torch.randperm(count, generator=generator).to(tensors[0].device) if generator is not None else None
     for start in range(0, count, batch_size):
         if order is None:
             yield tuple(t[start : start + batch_size] for t in tensors)

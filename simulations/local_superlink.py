@@ -87,16 +87,23 @@ class PrivateSuperLink:
     """A SuperLink owned by this process: ``with PrivateSuperLink(home, num_supernodes=3) as link``.
 
     ``extra_env`` reaches the SuperLink and the simulation it starts, e.g. ``RAY_ADDRESS`` to attach
-    the simulation to an existing Ray cluster.
+    the simulation to an existing Ray cluster. Each client reserves ``num_cpus_per_client`` CPUs and
+    ``num_gpus_per_client`` GPUs (a fraction shares a GPU: 0.25 runs four clients at once on each).
     """
 
     def __init__(
-        self, home: Path, num_supernodes: int, num_cpus_per_client: int = 2, extra_env: dict[str, str] | None = None
+        self,
+        home: Path,
+        num_supernodes: int,
+        num_cpus_per_client: int = 2,
+        extra_env: dict[str, str] | None = None,
+        num_gpus_per_client: float = 0.0,
     ) -> None:
         self.home = Path(home)
         self.extra_env = dict(extra_env or {})
         self.num_supernodes = num_supernodes
         self.num_cpus_per_client = num_cpus_per_client
+        self.num_gpus_per_client = num_gpus_per_client
         self.port = free_port()  # the HTTP API: runtime, control and fleet
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -151,9 +158,16 @@ class PrivateSuperLink:
             raise
         return self
 
+    def federation_config(self) -> str:
+        """The ``--federation-config`` of every run: the clients and the resources each reserves."""
+        config = f"num-supernodes={self.num_supernodes} client-resources-num-cpus={self.num_cpus_per_client}"
+        if self.num_gpus_per_client:
+            config += f" client-resources-num-gpus={self.num_gpus_per_client:g}"
+        return config
+
     def run(self, app_dir: Path, run_config: str = "", timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """``flwr run APP --stream`` against this SuperLink; returns the finished process."""
-        federation = f"num-supernodes={self.num_supernodes} client-resources-num-cpus={self.num_cpus_per_client}"
+        federation = self.federation_config()
         command = ["flwr", "run", str(app_dir), CONNECTION, "--stream", "--federation-config", federation]
         if run_config:
             command += ["--run-config", run_config]

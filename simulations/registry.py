@@ -36,6 +36,7 @@ from clients.scaffold import ScaffoldClient
 from fedpersonal.adaptation import AdaptSettings, check_applies
 from fedpersonal.adaptation.dua import DUASettings, experts_for
 from fedpersonal.config import ConfigError, RunConfig, parse_config, require_choice, section_name, settings_dict
+from fedpersonal.device import resolve_device
 from fedpersonal.evaluation import EvaluationSettings
 from fedpersonal.faults import FaultSettings
 from fedpersonal.poisoning import PoisonSettings
@@ -123,9 +124,9 @@ def _mean(cfg: RunConfig, averaging: type[FedAvg] = FedAvg, **extra: Any) -> Str
 
 
 def _optimizer_args(cfg: RunConfig) -> dict[str, Any]:
-    """Sampling arguments of a server optimizer, and the private mean it steps on under DP."""
+    """Sampling arguments of a server optimizer, the private mean it steps on under DP, its device."""
     averaging = private_mean(cfg) if cfg.section(DPSettings).enabled else None
-    return {**sampling(cfg), "averaging": averaging}
+    return {**sampling(cfg), "averaging": averaging, "device": resolve_device(cfg)}
 
 
 def _fedavg(cfg: RunConfig) -> Strategy:
@@ -212,7 +213,8 @@ def _scaffold(cfg: RunConfig) -> Strategy:
 
 
 def _dua(cfg: RunConfig) -> Strategy:
-    return DUA(experts_for(cfg), omega_norm=cfg.section(DUASettings).omega_norm, **sampling(cfg))
+    s = cfg.section(DUASettings)
+    return DUA(experts_for(cfg), omega_norm=s.omega_norm, device=resolve_device(cfg), **sampling(cfg))
 
 
 def _face(strategy: type[FaceFedAvg]) -> Callable[[RunConfig], Strategy]:

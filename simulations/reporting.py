@@ -35,7 +35,7 @@ def invocation() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """Cores, memory and library versions of this machine."""
+    """Cores, memory, GPU (its name; '' without CUDA) and library versions of this machine."""
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     return {
         "cores": os.cpu_count(),
@@ -44,6 +44,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "flwr": flwr.__version__,
         "processor": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
     }
 
 

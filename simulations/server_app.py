@@ -98,8 +98,17 @@ def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
     return summary
 
 
-# Keys that may change when a run is resumed; any other difference is an error.
-RESUMABLE_CHANGES = {"resume", "num-rounds", "node-wait-s", "round-timeout-s", "min-train-replies", "client-state"}
+# Keys that may change when a run is resumed; any other difference is an error (a checkpoint holds
+# host tensors only: a run started on a GPU may go on on a CPU, and back).
+RESUMABLE_CHANGES = {
+    "resume",
+    "num-rounds",
+    "node-wait-s",
+    "round-timeout-s",
+    "min-train-replies",
+    "client-state",
+    "device",
+}
 
 
 def run_directory(cfg: RunConfig) -> RunDirectory:

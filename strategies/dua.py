@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from logging import WARNING
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
@@ -38,15 +39,19 @@ class DUA(FedAvg):
     """Per-node messages: all experts out, Omega back, each node's merged model out to it alone.
 
     ``experts``: the generic model and the experts (:mod:`fedpersonal.adaptation.experts`);
-    ``omega_norm``: a key of :data:`fedpersonal.adaptation.imm.OMEGA_NORMS`; the other keyword
-    arguments are FedAvg's. Clients compute Omega as their run config's section ``dua`` says.
+    ``omega_norm``: a key of :data:`fedpersonal.adaptation.imm.OMEGA_NORMS`; ``device``: where the
+    experts are kept and merged with each node's Omega; the other keyword arguments are FedAvg's.
+    Clients compute Omega as their run config's section ``dua`` says.
     """
 
-    def __init__(self, experts: ExpertSet, omega_norm: str = "none", **fedavg_kwargs: Any) -> None:
+    def __init__(
+        self, experts: ExpertSet, omega_norm: str = "none", device: torch.device | str = "cpu", **fedavg_kwargs: Any
+    ) -> None:
         if omega_norm not in OMEGA_NORMS:
             raise ValueError(f"DUA: omega_norm {omega_norm!r} is unknown; choose one of {list(OMEGA_NORMS)}")
         super().__init__(**fedavg_kwargs)
-        self.experts, self.omega_norm = experts, omega_norm
+        self.experts, self.omega_norm, self.device = experts, omega_norm, torch.device(device)
+        self.expert_states = [self._on_device(state) for state in experts.experts]
         self.generic = ArrayRecord(experts.generic)
         self.packed_experts = pack_states(experts.experts)  # the same every round: packed once
         self.personal: dict[int, ArrayRecord] = {}  # partition id -> its merged model
@@ -57,6 +62,9 @@ class DUA(FedAvg):
         if "partition-id" not in reply.content.metric_records.get("metrics", {}):
             return "no 'partition-id' metric: DUA keeps each merged model by partition"
         return None
+
+    def _on_device(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: value.to(self.device) for name, value in state.items()}
 
     def _merged_for(self, node: int) -> ArrayRecord | None:
         partition = self.partition_of.get(node)
@@ -87,8 +95,9 @@ class DUA(FedAvg):
             if partition is None:  # a client that does not say its partition (see check_reply)
                 log(WARNING, "dua: node %d sent no 'partition-id'; no merged model kept", msg.metadata.src_node_id)
                 continue
-            omegas = [normalize(omega) for omega in unpack_states(msg.content.array_records["arrays"])]
-            self.personal[partition] = ArrayRecord(imm_merge(self.experts.experts, omegas))
+            omegas = [normalize(self._on_device(omega)) for omega in unpack_states(msg.content.array_records["arrays"])]
+            merged = imm_merge(self.expert_states, omegas)
+            self.personal[partition] = ArrayRecord({name: value.cpu() for name, value in merged.items()})
         if not valid:
             return None, None
         return self.generic, self.train_metrics_aggr_fn([msg.content for msg in valid], self.weighted_by_key)

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
+from fedpersonal.device import resolve_device
 from fedpersonal.params import load_arrays
 from fedpersonal.tasks.face import FaceTask
 from strategies.local import LocalOnly
@@ -27,17 +28,19 @@ class FaceFedAvg(FedAvg):
     """FedAvg of face backbones plus server-side generic evaluation on unseen identities.
 
     ``task``: the face task whose model, public and unseen identities the server uses (default:
-    the embedded faces at their default settings); the other keyword arguments are FedAvg's.
+    the embedded faces at their default settings), on its run config's ``device``; the other keyword
+    arguments are FedAvg's.
     """
 
     def __init__(self, task: FaceTask | None = None, **fedavg_kwargs: Any) -> None:
         super().__init__(**fedavg_kwargs)
         self.task = task if task is not None else FaceTask()
+        self.device = resolve_device(self.task.cfg)
         self.unseen: dict[str, float] = {}
 
     def global_model(self, arrays: ArrayRecord) -> nn.Module:
-        """The backbone held by ``arrays``."""
-        model = self.task.build_model()
+        """The backbone held by ``arrays``, on the task's device."""
+        model = self.task.build_model().to(self.device)
         load_arrays(model, arrays)
         return model
 

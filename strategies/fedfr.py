@@ -31,7 +31,7 @@ class FedFR(FaceFedAvg):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if messages:
             images, _ = self.task.public_data()
-            features = F.normalize(embed(self.global_model(arrays), images), dim=1)
+            features = F.normalize(embed(self.global_model(arrays), images), dim=1).cpu()  # computed on the device
             public = ArrayRecord({"features": features, "classifier": self.task.public_classifier()})
             for message in messages:
                 message.content[PUBLIC_FEATURES] = public

@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg, Strategy
 
+from fedpersonal.device import to_host
 from fedpersonal.params import is_statistic
 from strategies.server_optimizers import ReddiAdaptive
 
@@ -43,6 +44,8 @@ class PseudoGradientFedAvg(FedAvg):
     :func:`is_statistic` names, i.e. BatchNorm running statistics). ``averaging``: a strategy that
     samples the clients and computes ``avg_t`` instead of this FedAvg (e.g.
     :class:`strategies.dp.PrivateAggregation`, whose noisy mean the optimizer then steps on).
+    ``device``: where the stepped weights and the optimizer's state live (each round's arrays are
+    moved there, the new global arrays and :meth:`state_dict` come back to the host).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class PseudoGradientFedAvg(FedAvg):
         make_optimizer: MakeOptimizer,
         averaged_keys: Iterable[str] | None = None,
         averaging: Strategy | None = None,
+        device: torch.device | str = "cpu",
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
@@ -61,6 +65,7 @@ class PseudoGradientFedAvg(FedAvg):
         except (TypeError, ValueError) as error:
             raise ValueError(f"{type(self).__name__}: the server optimizer rejects its settings: {error}") from error
         self.make_optimizer = make_optimizer
+        self.device = torch.device(device)
         self.weights: dict[str, torch.Tensor] = {}  # the float global weights the optimizer steps
         self.dtypes: dict[str, torch.dtype] = {}  # dtype of every array of x_t
         self.optimizer: torch.optim.Optimizer | None = None
@@ -79,7 +84,7 @@ class PseudoGradientFedAvg(FedAvg):
         self.dtypes = {key: value.dtype for key, value in state.items()}
         floats = {key: value for key, value in state.items() if value.is_floating_point() and not self.averaged(key)}
         if self.optimizer is None:
-            self.weights = {key: value.detach().clone() for key, value in floats.items()}
+            self.weights = {key: value.to(self.device, copy=True) for key, value in floats.items()}
             self.optimizer = self.make_optimizer(list(self.weights.values()))
             if self._pending_state is not None:
                 self.load_state_dict(self._pending_state)
@@ -110,7 +115,7 @@ class PseudoGradientFedAvg(FedAvg):
         if sorted(averaged) != sorted(self.dtypes):
             raise AggregationError(f"the replies hold keys {sorted(averaged)}, the server sent {sorted(self.dtypes)}")
         for key, weight in self.weights.items():
-            weight.grad = weight - averaged[key].to(weight.dtype)
+            weight.grad = weight - averaged[key].to(self.device, weight.dtype)
         for group in self.optimizer.param_groups:
             group["server-round"] = server_round  # for optimizers whose step depends on the round
         self.optimizer.step()
@@ -121,7 +126,7 @@ class PseudoGradientFedAvg(FedAvg):
     def _updated(self, key: str, average: torch.Tensor) -> torch.Tensor:
         """The new global array: the stepped weight, or the replies' average in the sent dtype."""
         if key in self.weights:
-            return self.weights[key].detach().clone()
+            return self.weights[key].detach().to("cpu", copy=True)
         dtype = self.dtypes[key]
         return average.to(dtype) if dtype.is_floating_point else torch.round(average).to(dtype)
 
@@ -129,7 +134,7 @@ class PseudoGradientFedAvg(FedAvg):
         """The server optimizer's state (moments, momentum buffers, step counts) and its keys."""
         if self.optimizer is None:
             return dict(self._pending_state or {})
-        state = {"keys": list(self.weights), "optimizer": self.optimizer.state_dict()}
+        state = {"keys": list(self.weights), "optimizer": to_host(self.optimizer.state_dict())}
         averaging_state = getattr(self.averaging, "state_dict", None)
         return {**state, "averaging": averaging_state()} if callable(averaging_state) else state
 

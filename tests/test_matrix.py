@@ -205,16 +205,42 @@ def test_the_flower_backend_reserves_the_requested_cpus_per_client(tmp_path, mon
     started = []
 
     class FakeLink:
-        def __init__(self, home, num_supernodes, num_cpus_per_client=2):
-            started.append((home, num_supernodes, num_cpus_per_client))
+        def __init__(self, home, num_supernodes, num_cpus_per_client=2, num_gpus_per_client=0.0):
+            started.append((home, num_supernodes, num_cpus_per_client, num_gpus_per_client))
 
         def start(self):
             return self
 
     monkeypatch.setattr(backends, "PrivateSuperLink", FakeLink)
     assert backends.make_backend("flower", tmp_path)._link(3) is not None
-    backends.make_backend("flower", tmp_path, client_cpus=2)._link(5)
-    assert started == [(tmp_path / "flower-home" / "clients-3", 3, 1), (tmp_path / "flower-home" / "clients-5", 5, 2)]
+    backends.make_backend("flower", tmp_path, client_cpus=2, client_gpus=0.25)._link(5)
+    home = tmp_path / "flower-home"
+    assert started == [(home / "clients-3", 3, 1, 0.0), (home / "clients-5", 5, 2, 0.25)]
+
+
+def test_client_gpus_reach_flowers_federation_config(tmp_path, monkeypatch):
+    from simulations.local_superlink import PrivateSuperLink
+    from simulations.matrix import __main__ as cli
+    from simulations.matrix import runner
+
+    assert PrivateSuperLink(tmp_path, 15).federation_config() == "num-supernodes=15 client-resources-num-cpus=2"
+    link = PrivateSuperLink(tmp_path, 15, num_cpus_per_client=1, num_gpus_per_client=0.25)
+    assert link.federation_config() == (
+        "num-supernodes=15 client-resources-num-cpus=1 client-resources-num-gpus=0.25"
+    )  # 1 / 0.25 = 4 clients at once per GPU
+    passed = {}
+    monkeypatch.setattr(cli, "run_matrix", lambda *args, **kwargs: passed.update(kwargs) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--out", str(tmp_path), "--backend", "flower", "--client-gpus", "0.25"])
+    assert passed["client_gpus"] == 0.25
+    for bad in ("-1", "1.5", "half"):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args(["--out", str(tmp_path), "--client-gpus", bad])
+    made = []
+    monkeypatch.setattr(runner, "make_backend", lambda *args: made.append(args) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        runner.run_matrix([], tmp_path / "out", "flower", client_gpus=0.5)
+    assert made[0][-1] == 0.5
 
 
 def test_cells_combine_scenario_algorithm_and_overrides_in_order(tmp_path):

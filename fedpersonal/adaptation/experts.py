@@ -6,7 +6,8 @@ every class; expert ``k`` is a copy of it fine-tuned on the labelled server data
 therefore share one ancestor (merging weights is meaningful only then) and one head (so the head,
 which carries no Omega, merges exactly). The task supplies the domains and data
 (:class:`ServerDomains`); the optimiser is the run's client SGD (``lr``, ``momentum``,
-``weight-decay``, ``batch-size``, ``grad-clip``).
+``weight-decay``, ``batch-size``, ``grad-clip``), on the run's ``device``; the states an
+:class:`ExpertSet` holds are on the CPU (they are saved, and sent in messages).
 
 Experts travel in one ArrayRecord whose keys are ``"<k>/<parameter name>"`` (:func:`pack_states`).
 """
@@ -25,6 +26,7 @@ from torch import nn
 
 from fedpersonal.adaptation.importance import HEAD
 from fedpersonal.config import RunConfig
+from fedpersonal.device import resolve_device, to_device
 from fedpersonal.training import SGDSettings, Tensors, sgd_optimizer, train_epochs
 
 State = dict[str, torch.Tensor]
@@ -65,7 +67,7 @@ def _fit(
     generator = torch.Generator().manual_seed(seed)
     train_epochs(
         model,
-        data,
+        to_device(data, resolve_device(cfg)),
         task.loss,
         sgd_optimizer(params, SGDSettings.from_config(cfg)),
         epochs,
@@ -76,7 +78,7 @@ def _fit(
 
 
 def _state(model: nn.Module) -> State:
-    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
 
 def train_experts(
@@ -84,7 +86,7 @@ def train_experts(
 ) -> ExpertSet:
     """The generic model and its fine-tuned experts, seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
-    generic = task.build_model()
+    generic = task.build_model().to(resolve_device(cfg))
     _fit(
         generic,
         task,
@@ -111,7 +113,7 @@ def save_experts(experts: ExpertSet, path: str | Path) -> None:
 
 def load_experts(path: str | Path, model: nn.Module) -> ExpertSet:
     """Experts saved by :func:`save_experts`; a ValueError when they do not fit ``model``."""
-    payload = torch.load(path, weights_only=True)  # tensors and plain data only: nothing in it runs
+    payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: nothing runs
     if not isinstance(payload, dict) or not {"domains", "generic", "experts"} <= set(payload):
         raise ValueError(f"'{path}' is not an expert file; expected a dict with domains, generic and experts")
     expected = set(model.state_dict())

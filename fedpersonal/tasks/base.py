@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fedpersonal.config import RunConfig
+from fedpersonal.device import to_device
 from fedpersonal.training import Tensors
 
 
@@ -18,6 +19,10 @@ class ClientData:
 
     train: Tensors
     test: Tensors
+
+    def to(self, device: torch.device) -> ClientData:
+        """This data on ``device`` (one copy of each split, see :func:`fedpersonal.device.to_device`)."""
+        return ClientData(to_device(self.train, device), to_device(self.test, device))
 
     @property
     def num_train(self) -> int:

@@ -43,6 +43,7 @@ from fedpersonal.data.federated import DataRequest, client_split, federated, pre
 from fedpersonal.data.real import load_dataset
 from fedpersonal.data.real.lfw import LAYOUT as LFW_LAYOUT
 from fedpersonal.data.synthetic import faces
+from fedpersonal.device import module_device, resolve_device, to_device, to_numpy
 from fedpersonal.losses.face import cosface_loss
 from fedpersonal.metrics import face as fm
 from fedpersonal.models.face import EMBEDDING_DIM, CosineClassifier, FaceEmbeddingNet
@@ -122,8 +123,10 @@ def pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Embeddings of ``images`` in evaluation mode, batched, without gradients."""
+    """Embeddings of ``images`` (moved to ``model``'s device first) in evaluation mode, batched, without
+    gradients; on ``model``'s device."""
     model.eval()
+    (images,) = to_device((images,), module_device(model))
     with torch.no_grad():
         return torch.cat([model(pixels(batch)) for (batch,) in iterate_batches((images,), EVAL_BATCH)])
 
@@ -319,18 +322,19 @@ def face_source(cfg: RunConfig) -> FaceSource:
 
 @lru_cache(maxsize=4)
 def pretrain(
-    source: FaceSource, seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int
+    source: FaceSource, seed: int, settings: FaceSettings, heterogeneity: float, batch_size: int, device: str = "cpu"
 ) -> tuple[dict, torch.Tensor]:
-    """The server's generic model: CosFace (s=10, m=0.2) on the public identities, seeded.
+    """The server's generic model: CosFace (s=10, m=0.2) on the public identities, seeded, trained on
+    ``device`` (initialised on the CPU).
 
-    Returns the backbone's state dict and the public classifier rows (cached per process).
+    Returns the backbone's state dict and the public classifier rows, on the CPU (cached per process).
     """
-    images, labels = source.public(seed, settings, heterogeneity)
+    images, labels = to_device(source.public(seed, settings, heterogeneity), torch.device(device))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = FaceEmbeddingNet()
         classifier = CosineClassifier(F.normalize(torch.randn(int(labels.max()) + 1, EMBEDDING_DIM), dim=1))
-        module = nn.ModuleDict({"net": model, "classifier": classifier})
+        module = nn.ModuleDict({"net": model, "classifier": classifier}).to(device)
 
         def loss(_: nn.Module, batch: Tensors) -> torch.Tensor:
             cosines = classifier(model(pixels(batch[0])))
@@ -341,8 +345,8 @@ def pretrain(
         )
         generator = torch.Generator().manual_seed(seed)
         train_epochs(module, (images, labels), loss, optimizer, settings.pretrain_epochs, batch_size, generator)
-    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    return state, classifier.weight.detach().clone()
+    state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+    return state, classifier.weight.detach().to("cpu", copy=True)
 
 
 class FaceTask(Task):
@@ -363,7 +367,8 @@ class FaceTask(Task):
 
     def _pretrained(self) -> tuple[dict, torch.Tensor]:
         # Both kinds of source hash (a class; a frozen dataclass); mypy does not count a class as Hashable.
-        return pretrain(cast(Hashable, self.source), *self._data_key(), self.cfg.batch_size)
+        device = str(resolve_device(self.cfg))
+        return pretrain(cast(Hashable, self.source), *self._data_key(), self.cfg.batch_size, device)
 
     def build_model(self) -> nn.Module:
         """A new, randomly initialised :class:`FaceEmbeddingNet`."""
@@ -425,11 +430,11 @@ class FaceTask(Task):
     def client_metrics(self, model: nn.Module, data: ClientData) -> dict[str, float]:
         """1:1 TAR@FAR on pairs of the test images; 1:N TPIR@FPIR against G1/G2 galleries."""
         fars, fpirs = self.personal_rates()
-        probes, probe_ids = embed(model, data.test[0]).numpy(), data.test[1].numpy()
+        probes, probe_ids = to_numpy(embed(model, data.test[0])), to_numpy(data.test[1])
         first, second, genuine = fm.all_pairs(probe_ids)
         tar = fm.tar_at_far(fm.pair_scores(probes, first, second), genuine, fars)
 
-        enrolled, enrolled_ids = fm.normalise(embed(model, data.train[0]).numpy()), data.train[1].numpy()
+        enrolled, enrolled_ids = fm.normalise(to_numpy(embed(model, data.train[0]))), to_numpy(data.train[1])
         identities = np.unique(enrolled_ids)
         templates = np.stack([enrolled[enrolled_ids == k].mean(axis=0) for k in identities])
         results = [
@@ -445,15 +450,15 @@ class FaceTask(Task):
 
     def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
         """1:1 TAR at every supported FAR over all pairs of ``tensors`` (images, labels)."""
-        first, second, genuine = fm.all_pairs(tensors[1].numpy())
-        scores = fm.pair_scores(embed(model, tensors[0]).numpy(), first, second)
+        first, second, genuine = fm.all_pairs(to_numpy(tensors[1]))
+        scores = fm.pair_scores(to_numpy(embed(model, tensors[0])), first, second)
         tar = fm.tar_at_far(scores, genuine, fm.supported_rates(int((~genuine).sum())))
         return {fm.rate_key("tar@far", far): value for far, value in tar.items()}
 
     def unseen_metrics(self, model: nn.Module) -> dict[str, float]:
         """Generic evaluation: verification accuracy (10-fold) and TAR@FAR on unseen identities."""
         pairs = self.source.verification(*self._data_key())
-        scores = fm.pair_scores(embed(model, pairs.images).numpy(), pairs.first, pairs.second)
+        scores = fm.pair_scores(to_numpy(embed(model, pairs.images)), pairs.first, pairs.second)
         fars = fm.supported_rates(int((~pairs.genuine).sum()))
         tar = fm.tar_at_far(scores, pairs.genuine, fars)
         return {

@@ -25,6 +25,7 @@ from fedpersonal.data.containers import GazeSet
 from fedpersonal.data.federated import DataRequest, client_split, federated, prepare, unseen_split
 from fedpersonal.data.partition import test_count
 from fedpersonal.data.synthetic.eyes import HEIGHT, WIDTH, GazeSamples, generate_user
+from fedpersonal.device import to_numpy
 from fedpersonal.metrics.angular import angular_error_deg
 from fedpersonal.models.lenet import GazeLeNet
 from fedpersonal.tasks.base import ClientData, Task, Tensors
@@ -145,12 +146,12 @@ class GazeTask(Task):
         model.eval()
         with torch.no_grad():
             parts = [self.forward(model, batch) for batch in iterate_batches(tensors, EVAL_BATCH)]
-        return torch.cat(parts).numpy()
+        return to_numpy(torch.cat(parts))
 
     def evaluate(self, model: nn.Module, tensors: Tensors) -> dict[str, float]:
         """Mean angular error in degrees and MSE loss."""
         predicted = self.predict(model, tensors)
-        target = tensors[2].numpy()
+        target = to_numpy(tensors[2])
         return {
             "angular-error": float(angular_error_deg(predicted, target).mean()),
             "loss": float(np.mean((predicted - target) ** 2)),

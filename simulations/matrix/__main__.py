@@ -27,6 +27,17 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def gpu_share(text: str) -> float:
+    """GPUs per client (argparse type): 0, a fraction in (0, 1], or a whole number (Ray's rule)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value == 0 or 0 < value <= 1 or (value > 1 and value.is_integer())):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0, a fraction in (0, 1] or a whole number, e.g. 0.25")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     cli = argparse.ArgumentParser(
@@ -83,6 +94,13 @@ def parser() -> argparse.ArgumentParser:
         help="flower backend: CPUs (and torch threads) per client (default 1: one client per core)",
     )
     cli.add_argument(
+        "--client-gpus",
+        type=gpu_share,
+        default=0.0,
+        help="flower backend: GPUs per client, Flower's client-resources-num-gpus (0.25: four clients at once "
+        "per GPU; default 0: clients see no GPU, so device 'auto' trains them on the CPU)",
+    )
+    cli.add_argument(
         "--jobs",
         type=positive_int,
         default=1,
@@ -114,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             cell_timeout_s=args.cell_timeout_s,
             client_cpus=args.client_cpus,
             jobs=args.jobs,
+            client_gpus=args.client_gpus,
         )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

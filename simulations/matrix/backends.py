@@ -47,17 +47,20 @@ class FlowerRunFailed(RuntimeError):
 
 class FlowerBackend:
     """``flwr run`` on private SuperLinks (one per client count, started on first use), each client
-    reserving ``client_cpus`` CPUs (torch in a client uses that many threads)."""
+    reserving ``client_cpus`` CPUs (torch in a client uses that many threads) and ``client_gpus`` GPUs
+    (Flower's ``client-resources-num-gpus``: a fraction puts several clients on one GPU)."""
 
-    def __init__(self, home: Path, timeout_s: float = 86400.0, client_cpus: int = 1) -> None:
+    def __init__(self, home: Path, timeout_s: float = 86400.0, client_cpus: int = 1, client_gpus: float = 0.0) -> None:
         self.home = Path(home)
         self.timeout_s = timeout_s
         self.client_cpus = client_cpus
+        self.client_gpus = client_gpus
         self.links: dict[int, PrivateSuperLink] = {}
 
     def _link(self, num_clients: int) -> PrivateSuperLink:
         if num_clients not in self.links:
-            link = PrivateSuperLink(self.home / f"clients-{num_clients}", num_clients, self.client_cpus)
+            home = self.home / f"clients-{num_clients}"
+            link = PrivateSuperLink(home, num_clients, self.client_cpus, num_gpus_per_client=self.client_gpus)
             self.links[num_clients] = link.start()
         return self.links[num_clients]
 
@@ -80,10 +83,12 @@ class FlowerBackend:
         self.links.clear()
 
 
-def make_backend(name: str, out: Path, timeout_s: float = 86400.0, client_cpus: int = 1) -> Backend:
+def make_backend(
+    name: str, out: Path, timeout_s: float = 86400.0, client_cpus: int = 1, client_gpus: float = 0.0
+) -> Backend:
     """``"inprocess"`` or ``"flower"`` (SuperLink homes under ``<out>/flower-home``)."""
     if name == "inprocess":
         return InProcessBackend()
     if name == "flower":
-        return FlowerBackend(out / "flower-home", timeout_s, client_cpus)
+        return FlowerBackend(out / "flower-home", timeout_s, client_cpus, client_gpus)
     raise ValueError(f"backend {name!r} is unknown; choose 'inprocess' or 'flower'")

@@ -190,7 +190,9 @@ def _exit(signum: int, _frame: Any) -> None:
     sys.exit(128 + signum)
 
 
-def _start_worker(backend: str, out: Path, timeout_s: float, client_cpus: int, threads: int) -> None:
+def _start_worker(
+    backend: str, out: Path, timeout_s: float, client_cpus: int, client_gpus: float, threads: int
+) -> None:
     """Initialise a worker process: its torch threads and its own backend (a Flower backend gets
     SuperLink homes of its own), closed when the worker exits, also when it is terminated."""
     import multiprocessing.util
@@ -199,7 +201,7 @@ def _start_worker(backend: str, out: Path, timeout_s: float, client_cpus: int, t
 
     signal.signal(signal.SIGTERM, _exit)  # exit normally, so the backend's finaliser runs
     torch.set_num_threads(threads)
-    runner = make_backend(backend, out / f"worker-{os.getpid()}", timeout_s, client_cpus)
+    runner = make_backend(backend, out / f"worker-{os.getpid()}", timeout_s, client_cpus, client_gpus)
     multiprocessing.util.Finalize(None, runner.close, exitpriority=10)
     _WORKER.update(backend=runner, out=out)
 
@@ -217,7 +219,9 @@ def execute_parallel(
     interrupted or terminated (SIGTERM) the workers are terminated too (an interrupted cell resumes
     from its checkpoint on the next run)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    options = (backend, out, backend_options.get("timeout_s", 86400.0), backend_options.get("client_cpus", 1), threads)
+    timeout_s = backend_options.get("timeout_s", 86400.0)
+    resources = (backend_options.get("client_cpus", 1), backend_options.get("client_gpus", 0.0))
+    options = (backend, out, timeout_s, *resources, threads)
     done: dict[int, Outcome] = {}
     previous = signal.signal(signal.SIGTERM, _exit)
     pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_start_worker, initargs=options)
@@ -283,13 +287,15 @@ def run_matrix(
     cell_timeout_s: float = 86400.0,
     client_cpus: int = 1,
     jobs: int = 1,
+    client_gpus: float = 0.0,
 ) -> MatrixReport:
     """Run (or finish) every cell under ``out`` and write the report there.
 
     ``backend``: ``"inprocess"`` (:func:`simulations.inprocess.run_inprocess`, the default) or
     ``"flower"`` (``flwr run`` on a private SuperLink, at most ``cell_timeout_s`` per cell, each client
     reserving ``client_cpus`` CPUs: 1, the default, runs as many single-threaded clients at once as
-    there are cores, the fastest setting measured by ``benchmarks/perf.py``).
+    there are cores, the fastest setting measured by ``benchmarks/perf.py``, and ``client_gpus`` GPUs:
+    a fraction shares a GPU, 0.25 runs four clients at once on each; docs/performance.md#gpus).
     ``extra_metrics``: metric name -> ``"lower"``/``"higher"``, reported next to each task's primary
     metric. ``write`` receives the progress lines. Every cell's config is validated before any runs.
     ``jobs`` > 1 runs cells in that many worker processes (:func:`execute_parallel`); each cell's
@@ -302,10 +308,11 @@ def run_matrix(
     progress = Progress(len(cells), write)
     if jobs > 1:
         outcomes = execute_parallel(
-            cells, out, jobs, backend, progress, timeout_s=cell_timeout_s, client_cpus=client_cpus
-        )
+            cells, out, jobs, backend, progress, timeout_s=cell_timeout_s, client_cpus=client_cpus,
+            client_gpus=client_gpus,
+        )  # fmt: skip
     else:
-        runner = make_backend(backend, out, cell_timeout_s, client_cpus)
+        runner = make_backend(backend, out, cell_timeout_s, client_cpus, client_gpus)
         try:
             outcomes = execute(cells, out, runner, progress)
         finally:
