@@ -32,8 +32,9 @@ from fedpersonal.tasks import ClientData
 from simulations.client_state import on_disk, park, restore
 from simulations.loop import RUN_NAME, STATE_LOCATION, STATE_ROUND
 from simulations.registry import build_client, parse_run_config
+from simulations.secagg import secure_aggregation_mod
 
-app = ClientApp()
+app = ClientApp(mods=[secure_aggregation_mod])  # SecAgg+ train stages (section secagg); else a no-op
 STATE_DIR_KEY = "state-dir"  # node config: where this client keeps personal state
 STATE_DIR_ENV = "FEDPERSONAL_STATE_DIR"  # the same, from the client's environment
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

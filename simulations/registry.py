@@ -41,6 +41,7 @@ from fedpersonal.evaluation import EvaluationSettings
 from fedpersonal.faults import FaultSettings
 from fedpersonal.poisoning import PoisonSettings
 from fedpersonal.privacy.accounting import noise_multiplier, release_plan, sampled_clients
+from fedpersonal.privacy.secagg import SecAggSettings, check_secagg
 from fedpersonal.privacy.settings import DPSettings
 from fedpersonal.tasks import TASK_SECTIONS, TASKS, get_task
 from fedpersonal.tasks.face import FaceTask
@@ -70,6 +71,7 @@ RUN_SECTIONS: tuple[type, ...] = (
     EvaluationSettings,
     PoisonSettings,
     DPSettings,
+    SecAggSettings,
 )
 VISION = ("gaze", "classify")  # the tasks whose model trains on the task's own loss
 
@@ -84,7 +86,7 @@ class Algorithm:
     tasks: tuple[str, ...]
     sections: tuple[type, ...] = ()
     paper: str = ""
-    private: bool = False  # its server half is a mean of the replies: differential privacy (section dp) applies
+    private: bool = False  # its server half is a mean of the replies: sections dp and secagg apply
 
 
 def sampling(cfg: RunConfig) -> dict[str, Any]:
@@ -308,6 +310,7 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
             f"run config key 'dp.mode' = {cfg.section(DPSettings).mode!r} is invalid with strategy {cfg.strategy!r}, "
             f"whose server does not average the updates; differential privacy applies to {private}"
         )
+    check_secagg(cfg, entry.private, [name for name, other in ALGORITHMS.items() if other.private])
     unseen = cfg.section(EvaluationSettings).unseen_clients
     if unseen and cfg.task == "face":
         raise ConfigError(
@@ -320,7 +323,8 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
 def unused_keys(cfg: RunConfig) -> list[str]:
     """Keys set away from their defaults that this run's task, dataset and algorithm never read."""
     task = get_task(cfg.task, cfg)
-    read = {section_name(cls) for cls in (AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings, DPSettings)}
+    every_run = (AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings, DPSettings, SecAggSettings)
+    read = {section_name(cls) for cls in every_run}
     read |= {section_name(cls) for cls in algorithm(cfg.strategy).sections}
     read |= task.sections_read()
     defaults = parse_config({}, all_sections()).to_dict()

@@ -42,6 +42,7 @@ from fedpersonal.storage import DirectoryLock, DirectoryLockedError
 from fedpersonal.tasks import Task, get_task
 from simulations.loop import LoopSettings, RoundLoop, RunFailedError
 from simulations.registry import build_strategy, parse_run_config, unused_keys
+from simulations.secagg import SecAggPlusGrid
 from simulations.unseen import UNSEEN_PHASE, evaluate_unseen
 
 app = ServerApp()
@@ -261,7 +262,8 @@ def _run_locked(grid: Grid, cfg: RunConfig, task: Task, strategy: Strategy, run_
         max_examples=task.max_examples(), fingerprint=expected, client_states=resumed.client_states,
         learned=resumed.learned,
     )  # fmt: skip
-    final = RoundLoop(strategy, grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
+    loop_grid = SecAggPlusGrid.for_run(grid, cfg, settings.max_examples)  # section secagg: SecAgg+ train steps
+    final = RoundLoop(strategy, loop_grid, run_dir, settings).run(arrays, cfg.num_rounds, first_round=done + 1)
     run_dir.save_model(final.to_torch_state_dict())
     run_dir.append_rows("clients.jsonl", evaluate_unseen(cfg, final, cfg.num_rounds))
     summary = final_summary(run_dir, task)
