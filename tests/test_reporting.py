@@ -45,3 +45,32 @@ def test_the_performance_record_has_one_line_per_measurement_and_a_history_table
     table = history_table(lines)
     assert "| flwr run start-up | 17 s | 12 s |" in table
     assert "aaaaaaaa (2026-01-01)" in table and "bbbbbbbb (2026-02-01)" in table
+
+
+def test_gpu_measurements_are_recorded_apart_from_the_cpu_ones(tmp_path, monkeypatch, capsys):
+    import fedpersonal.device as device_module
+    from benchmarks import perf
+
+    result = {
+        "default_scenario": {"runners": [{"runner": "plain", "ratio_to_plain": 1.0, "wall_s": 100.0}]},
+        "overhead": {"startup_s": 17.0, "per_call_ms": 44.0},
+        "memory": [],
+    }
+    cpu = perf.record_lines(result, "aaaaaaaa11", "2026-01-01T00:00", {"cores": 2})
+    gpu = perf.record_lines({**result, "device": "cuda: NVIDIA H200"}, "aaaaaaaa11", "2026-01-01T00:00", {"cores": 2})
+    assert {line["device"] for line in cpu} == {"cpu"} and {line["device"] for line in gpu} == {"cuda: NVIDIA H200"}
+    table = perf.history_table(cpu + gpu)
+    assert "| wall: plain | 100 s |" in table and "| wall: plain [cuda: NVIDIA H200] | 100 s |" in table
+    # The command line: a GPU this machine lacks stops before measuring; the device reaches every runner.
+    monkeypatch.setattr(perf.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_module, "_resolve", device_module._resolve.__wrapped__)  # resolved afresh
+    monkeypatch.setattr("sys.argv", ["perf", "--device", "cuda", "--client-gpus", "0.25"])
+    with pytest.raises(SystemExit):
+        perf.main()
+    assert "run config key 'device' = 'cuda' asks for a GPU" in capsys.readouterr().err
+    measured = []
+    monkeypatch.setattr(perf, "measure", lambda *args: measured.append(args) or 1 / 0)
+    monkeypatch.setattr("sys.argv", ["perf", "--device", "cpu", "--rounds", "2", "--memory-clients", "10"])
+    with pytest.raises(ZeroDivisionError):
+        perf.main()
+    assert measured[0][0] == 2 and measured[0][1] == [10] and measured[0][-2:] == ("cpu", 0.0)
