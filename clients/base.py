@@ -19,6 +19,7 @@ from fedpersonal.config import ConfigError, RunConfig
 from fedpersonal.device import resolve_device
 from fedpersonal.model_pool import pooled_initial_model
 from fedpersonal.params import load_arrays, select_keys, to_arrays
+from fedpersonal.privacy.dpsgd import DPSGDSettings, state_metrics
 from fedpersonal.tasks import ClientData, Task, get_task
 from fedpersonal.training import SGDSettings, Tensors, iterate_batches, sgd_optimizer, train_epochs
 
@@ -106,17 +107,18 @@ class ClientAlgorithm:
         epochs: int | None = None,
     ) -> float:
         """Local SGD epochs over ``model``'s parameters (defaults: the train split, the task's loss,
-        ``local-epochs``); returns the mean training loss."""
-        return train_epochs(
-            model,
-            self.data.train if tensors is None else tensors,
-            self.task.loss if loss is None else loss,
-            sgd_optimizer(model.parameters(), SGDSettings.from_config(self.cfg)),
-            self.cfg.local_epochs if epochs is None else epochs,
-            self.cfg.batch_size,
-            round_generator(self.cfg, self.partition_id, server_round),
-            self.cfg.grad_clip,
-        )
+        ``local-epochs``); returns the mean training loss. Section ``dpsgd`` makes them DP-SGD epochs
+        (Opacus; the accountant's history in ``context.state``)."""
+        tensors = self.data.train if tensors is None else tensors
+        loss = self.task.loss if loss is None else loss
+        optimizer = sgd_optimizer(model.parameters(), SGDSettings.from_config(self.cfg))
+        epochs = self.cfg.local_epochs if epochs is None else epochs
+        generator = round_generator(self.cfg, self.partition_id, server_round)
+        if self.cfg.section(DPSGDSettings).enabled:
+            from fedpersonal.privacy.opacus_sgd import train_private  # the optional extra 'opacus'
+
+            return train_private(model, tensors, loss, optimizer, epochs, generator, self.cfg, self.context.state)
+        return train_epochs(model, tensors, loss, optimizer, epochs, self.cfg.batch_size, generator, self.cfg.grad_clip)
 
     def batch_steps(self, server_round: int, step: Callable[[Tensors], nn.Module]) -> float:
         """``local-epochs`` shuffled passes over the training split calling ``step`` on every batch
@@ -154,7 +156,7 @@ class ClientAlgorithm:
         model = self.model_from(msg)
         server_round = server_round_of(msg)
         loss = self.local_train(model, server_round)
-        metrics = {"train-loss": loss, "num-examples": self.data.num_train}
+        metrics = {"train-loss": loss, "num-examples": self.data.num_train, **state_metrics(self.context.state)}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 
     def adapt(self, model: nn.Module, server_round: int) -> nn.Module | None:

@@ -41,6 +41,7 @@ from fedpersonal.evaluation import EvaluationSettings
 from fedpersonal.faults import FaultSettings
 from fedpersonal.poisoning import PoisonSettings
 from fedpersonal.privacy.accounting import noise_multiplier, release_plan, sampled_clients
+from fedpersonal.privacy.dpsgd import DPSGDSettings, check_dpsgd
 from fedpersonal.privacy.secagg import SecAggSettings, check_secagg
 from fedpersonal.privacy.settings import DPSettings
 from fedpersonal.tasks import TASK_SECTIONS, TASKS, get_task
@@ -72,6 +73,7 @@ RUN_SECTIONS: tuple[type, ...] = (
     PoisonSettings,
     DPSettings,
     SecAggSettings,
+    DPSGDSettings,
 )
 VISION = ("gaze", "classify")  # the tasks whose model trains on the task's own loss
 
@@ -286,6 +288,12 @@ def all_sections() -> tuple[type, ...]:
     return tuple(found.values())
 
 
+def plain_sgd(entry: Algorithm) -> bool:
+    """Whether the algorithm's local training is the base client's SGD loop on the task's loss (the
+    only training section ``dpsgd`` makes DP-SGD)."""
+    return entry.client.train is ClientAlgorithm.train and entry.client.local_train is ClientAlgorithm.local_train
+
+
 def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
     """Validate every key and section, and that the chosen algorithm supports the chosen task."""
     cfg = parse_config(run_config, all_sections())
@@ -311,6 +319,9 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
             f"whose server does not average the updates; differential privacy applies to {private}"
         )
     check_secagg(cfg, entry.private, [name for name, other in ALGORITHMS.items() if other.private])
+    if cfg.section(DPSGDSettings).enabled:
+        plain = [name for name, other in ALGORITHMS.items() if plain_sgd(other) and cfg.task in other.tasks]
+        check_dpsgd(cfg, plain_sgd(entry), plain, get_task(cfg.task, cfg).build_model())
     unseen = cfg.section(EvaluationSettings).unseen_clients
     if unseen and cfg.task == "face":
         raise ConfigError(
@@ -323,7 +334,7 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
 def unused_keys(cfg: RunConfig) -> list[str]:
     """Keys set away from their defaults that this run's task, dataset and algorithm never read."""
     task = get_task(cfg.task, cfg)
-    every_run = (AdaptSettings, FaultSettings, EvaluationSettings, PoisonSettings, DPSettings, SecAggSettings)
+    every_run = [cls for cls in RUN_SECTIONS if cls not in TASK_SECTIONS]
     read = {section_name(cls) for cls in every_run}
     read |= {section_name(cls) for cls in algorithm(cfg.strategy).sections}
     read |= task.sections_read()

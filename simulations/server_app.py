@@ -96,6 +96,9 @@ def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
     released = [row for row in rounds if "dp-epsilon" in row]
     if released:  # differential privacy: what the last release spent in all
         summary["privacy"] = {key: value for key, value in released[-1].items() if key.startswith("dp-")}
+    sample_level = [row["dpsgd-epsilon-max"] for row in rounds if "dpsgd-epsilon-max" in row]
+    if sample_level:  # DP-SGD: the largest sample-level epsilon any client reported (each only grows)
+        summary["sample-privacy"] = {"dpsgd-epsilon-max": max(sample_level)}
     return summary
 
 
