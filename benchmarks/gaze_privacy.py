@@ -40,7 +40,7 @@ POPULATIONS = {
     "15-clients": {**COMMON, "num-clients": 15, "samples-per-client": 200},
     "60-clients": {**COMMON, "num-clients": 60, "samples-per-client": 50, "fraction-train": 0.25},
 }
-NOISE = {"15-clients": (0.001, 0.03, 0.1, 0.3, 1.0), "60-clients": (0.1, 0.3, 1.0)}
+NOISE = {"15-clients": (0.001, 0.03, 0.1, 0.3, 0.5, 1.0), "60-clients": (0.1, 0.3, 0.5, 1.0)}
 REFERENCE = "non-private"
 
 
