@@ -1,7 +1,7 @@
 """DUA's run-config section and the experts of a run (shared by DUA's server and client halves).
 
-Section ``dua`` (``[tool.flwr.app.config.dua]``): the client reads ``importance`` and
-``omega-batch-size`` (how it computes Omega on its unlabelled data); the server reads
+Section ``dua`` (``[tool.flwr.app.config.dua]``): the client reads ``importance``,
+``omega-batch-size`` and ``omega-adabn`` (how it computes Omega on its unlabelled data); the server reads
 ``omega-norm`` and the expert settings.
 """
 
@@ -14,6 +14,7 @@ from typing import ClassVar, cast
 
 from flwr.common import log
 
+from fedpersonal.adaptation.adabn import batchnorm_layers
 from fedpersonal.adaptation.experts import ExpertSet, ServerDomains, load_experts, train_experts
 from fedpersonal.adaptation.imm import OMEGA_NORMS
 from fedpersonal.adaptation.importance import IMPORTANCE
@@ -34,6 +35,9 @@ class DUASettings:
         lambda v: v in OMEGA_NORMS,
     )
     omega_batch_size: int = setting(32, "an integer >= 1 (batch of the client's Omega computation)", lambda v: v >= 1)
+    omega_adabn: bool = setting(
+        False, "true (AdaBN of each expert on the client's data before its Omega; needs BatchNorm) or false"
+    )
     experts_path: str = setting("", "'' (train the experts on the server) or a file of experts.save_experts")
     server_samples: int = setting(1500, "an integer >= 10 (labelled server samples per domain)", lambda v: v >= 10)
     generic_epochs: int = setting(12, "an integer >= 1 (epochs of the generic model)", lambda v: v >= 1)
@@ -48,6 +52,11 @@ def experts_for(cfg: RunConfig) -> ExpertSet:
         raise ConfigError(
             f"run config key 'dua.importance' = 'fisher' needs class probabilities; task '{cfg.task}' is a "
             "regression, expected 'mas'"
+        )
+    if settings.omega_adabn and not batchnorm_layers(task.build_model()):
+        raise ConfigError(
+            f"run config key 'dua.omega-adabn' = true re-estimates BatchNorm statistics, but task '{cfg.task}''s "
+            "model has no BatchNorm layer; expected false"
         )
     if settings.experts_path:
         try:
