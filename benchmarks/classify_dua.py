@@ -101,6 +101,12 @@ MERGES = {
 }
 UNIFORM, ORACLE = "mean-IMM (uniform merge)", "own-domain expert (oracle)"
 MEAN_STATISTICS = "mean-IMM, mean BN statistics"
+# The client's MAS merges again, with the experts' mean BN statistics (as the merge had them before the
+# reference's one-model statistics were adopted): prior label -> row name.
+DUA_MEAN_STATISTICS = {
+    "MAS": "DUA-MAS, mean BN statistics",
+    "MAS, Ω after AdaBN": "DUA-MAS (Ω after AdaBN), mean BN statistics",
+}
 SERVER_PRIOR = {"mas": "mode-IMM-MAS (server Ω)", "fisher": "mode-IMM-Fisher (server Ω)"}
 SCALAR = "DUA-MAS, scalar Ω shares"
 ACCURACY = "accuracy on shifted users (test split)"
@@ -111,6 +117,7 @@ FAMILIES = (
     *SERVER_PRIOR.values(),
     UNIFORM,
     MEAN_STATISTICS,
+    *DUA_MEAN_STATISTICS.values(),
     ORACLE,
 )
 # The diagnostics' priors: label -> (importance, Omega after AdaBN).
@@ -120,7 +127,7 @@ PRIORS = {
     "Fisher": ("fisher", False),
     "Fisher, Ω after AdaBN": ("fisher", True),
 }
-PLAIN_VERSION = 2  # of the per-seed plain-loop cache under --out/plain; bump when those loops change
+PLAIN_VERSION = 3  # of the per-seed plain-loop cache under --out/plain; bump when those loops change
 GAZE = {"task": "gaze", "samples-per-client": 400, "batch-size": 32}
 GAZE_EPOCHS, GAZE_UNSEEN = 4, 10
 GAZE_SHIFTS = ("brightness", "contrast", "gaussian-noise")
@@ -238,7 +245,7 @@ def plain_seed(task: Task, cfg: RunConfig, experts: ExpertSet, seed: int) -> dic
         for name, state in server.items():
             accuracy(name, state, data)
         for prior, (method, first) in PRIORS.items():
-            found, _ = diagnose_user(
+            found, omegas = diagnose_user(
                 experts.experts,
                 task.build_model,
                 task.forward,
@@ -251,6 +258,9 @@ def plain_seed(task: Task, cfg: RunConfig, experts: ExpertSet, seed: int) -> dic
             diagnostics.setdefault(prior, []).append({**found.as_dict(), "own": own})
             if prior == "MAS":
                 accuracy(SCALAR, scalar_merge(experts, found.share), data)
+            if prior in DUA_MEAN_STATISTICS:  # MAS is deterministic: these Omegas are the client's
+                merged = with_mean_statistics(imm_merge(experts.experts, omegas), experts)
+                accuracy(DUA_MEAN_STATISTICS[prior], merged, data, adapt=False)
     return {"classify": results, "diagnostics": diagnostics}
 
 
@@ -447,9 +457,7 @@ def share_table(diagnostics: Diagnostics, domains: list[str], prior: str) -> str
 def merge_names(adapted: bool) -> list[str]:
     """The merged and reference models of the paired comparisons, without or with AdaBN after them."""
     names = ["generic", *MERGES.values(), SCALAR, *SERVER_PRIOR.values(), UNIFORM, ORACLE]
-    if not adapted:
-        return [*names[:3], SCALAR, *SERVER_PRIOR.values(), UNIFORM, MEAN_STATISTICS, ORACLE]
-    return [f"{name} + AdaBN" for name in names]
+    return [f"{name} + AdaBN" for name in names] if adapted else names
 
 
 def paired_sections(rows: list[dict[str, Any]]) -> str:
@@ -460,9 +468,12 @@ def paired_sections(rows: list[dict[str, Any]]) -> str:
         return paired_table([by_name[name] for name in names if name in by_name], reference)
 
     plain, adapted = merge_names(False), merge_names(True)
+    mean_statistics = [MEAN_STATISTICS, *DUA_MEAN_STATISTICS.values()]
     return (
         "**Paired per-seed differences, merged models as they are (BN statistics of the first expert), to the "
-        f"uniform merge:**\n\n{table(plain, UNIFORM)}\n\n**With AdaBN after the merge, to the uniform merge + "
+        f"uniform merge:**\n\n{table(plain, UNIFORM)}\n\n**Merged models with the experts' mean BN statistics "
+        f"(as before the reference's one-model statistics), to the uniform merge with them:**\n\n"
+        f"{table(mean_statistics, MEAN_STATISTICS)}\n\n**With AdaBN after the merge, to the uniform merge + "
         f"AdaBN:**\n\n{table(adapted, UNIFORM + ' + AdaBN')}\n\n**With AdaBN after the merge, to generic + "
         f"AdaBN:**\n\n{table(adapted, 'generic + AdaBN')}"
     )
