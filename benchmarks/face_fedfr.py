@@ -15,8 +15,11 @@ fine-tuned model's (FedAvg + FT). Cells (``--variants``, in this order within ea
 * ``fedfr-nodfc`` (``fedfr.dfc-weight = 0``: no DFC branch; personalized model = local backbone) and
   ``fedfr-nohn`` (``fedfr.hard-negatives = false``: no public image in local training): the ablations;
 * ``fedfr-t0.6``, ``fedfr-t0.7``: the threshold sweep;
-* not by default: ``fedfr-lrdecay`` (``fedfr.lr-decay``) and ``fedfr-trainpub``
-  (``fedfr.train-public-classifier``), the reference's options.
+* not by default: ``fedfr-nohn-nodfc`` and ``fedfr-nohn-nocon`` (hard negatives off and also the DFC
+  branch or the contrastive term off: what the hard-negative-free variant owes to each), and
+  ``fedfr-lrdecay`` (``fedfr.lr-decay``) and ``fedfr-trainpub`` (``fedfr.train-public-classifier``), the
+  reference's options. They were run as ``--name face_fedfr_options`` on the same ``--out`` (which
+  reuses the finished reference cells).
 
 Reported (final round): generic metrics of the global backbone on unseen identities (server-side:
 10-fold verification accuracy, TAR@FAR); personalized 1:1 TAR@FAR over pairs of each client's test
@@ -66,6 +69,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedfr-nohn": {"strategy": "fedfr", "fedfr.hard-negatives": False},
     "fedfr-t0.6": {"strategy": "fedfr", "fedfr.hard-negative-threshold": 0.6},
     "fedfr-t0.7": {"strategy": "fedfr", "fedfr.hard-negative-threshold": 0.7},
+    "fedfr-nohn-nodfc": {"strategy": "fedfr", "fedfr.hard-negatives": False, "fedfr.dfc-weight": 0.0},
+    "fedfr-nohn-nocon": {"strategy": "fedfr", "fedfr.hard-negatives": False, "fedfr.contrastive-weight": 0.0},
     "fedfr-lrdecay": {"strategy": "fedfr", "fedfr.lr-decay": True},
     "fedfr-trainpub": {"strategy": "fedfr", "fedfr.train-public-classifier": True},
 }
@@ -81,6 +86,8 @@ ALGORITHMS = (
     ("FedFR, no hard negatives", "fedfr-nohn", "personalized-"),
     ("FedFR, threshold 0.6", "fedfr-t0.6", "personalized-"),
     ("FedFR, threshold 0.7", "fedfr-t0.7", "personalized-"),
+    ("FedFR, no hard negatives, no DFC", "fedfr-nohn-nodfc", "personalized-"),
+    ("FedFR, no hard negatives, no contrastive", "fedfr-nohn-nocon", "personalized-"),
     ("FedFR, lr decay", "fedfr-lrdecay", "personalized-"),
     ("FedFR, trainable public rows", "fedfr-trainpub", "personalized-"),
 )
@@ -95,6 +102,8 @@ ABLATIONS = (
     ("FedFR, no hard negatives", "FedFR"),
     ("FedFR, threshold 0.6", "FedFR"),
     ("FedFR, threshold 0.7", "FedFR"),
+    ("FedFR, no hard negatives, no DFC", "FedFR, no hard negatives"),
+    ("FedFR, no hard negatives, no contrastive", "FedFR, no hard negatives"),
     ("FedFR, lr decay", "FedFR"),
     ("FedFR, trainable public rows", "FedFR"),
 )
