@@ -475,8 +475,18 @@ def paired_sections(rows: list[dict[str, Any]]) -> str:
         f"(as before the reference's one-model statistics), to the uniform merge with them:**\n\n"
         f"{table(mean_statistics, MEAN_STATISTICS)}\n\n**With AdaBN after the merge, to the uniform merge + "
         f"AdaBN:**\n\n{table(adapted, UNIFORM + ' + AdaBN')}\n\n**With AdaBN after the merge, to generic + "
-        f"AdaBN:**\n\n{table(adapted, 'generic + AdaBN')}"
+        f"AdaBN:**\n\n{table(adapted, 'generic + AdaBN')}\n\n**The user's prior against the reference's "
+        "user-agnostic baseline (Ω on the server's data of each expert's domain), both with AdaBN after the "
+        f"merge:**\n\n{table(user_prior('mas'), SERVER_PRIOR['mas'] + ' + AdaBN')}\n\n"
+        f"{table(user_prior('fisher'), SERVER_PRIOR['fisher'] + ' + AdaBN')}"
     )
+
+
+def user_prior(importance: str) -> list[str]:
+    """The DUA merges by the user's ``importance`` Omega with AdaBN, and mode-IMM's server-prior merge."""
+    return [f"{name} + AdaBN" for (method, _, _), name in MERGES.items() if method == importance] + [
+        f"{SERVER_PRIOR[importance]} + AdaBN"
+    ]
 
 
 def plot(rows: list[dict[str, Any]], diagnostics: Diagnostics, domains: list[str]) -> None:
@@ -563,7 +573,7 @@ def report(
                 "shifts": list(GAZE_SHIFTS),
                 "severity": 0.6,
             },
-            "seconds": round(seconds),
+            "seconds_this_invocation": round(seconds),  # finished cells and seeds are reused
         },
         rows,
         notes="Classification rows: mean over the 8 users' test splits per seed; worst client = worst user. "
