@@ -55,8 +55,8 @@ def experts_for(cfg: RunConfig) -> ExpertSet:
         )
     if settings.omega_adabn and not batchnorm_layers(task.build_model()):
         raise ConfigError(
-            f"run config key 'dua.omega-adabn' = true re-estimates BatchNorm statistics, but task '{cfg.task}''s "
-            "model has no BatchNorm layer; expected false"
+            f"run config key 'dua.omega-adabn' = true re-estimates BatchNorm statistics, but the model of task "
+            f"'{cfg.task}' has no BatchNorm layer; expected false"
         )
     if settings.experts_path:
         try:
