@@ -21,7 +21,7 @@ from fedpersonal.model_pool import pooled_initial_model
 from fedpersonal.params import load_arrays, select_keys, to_arrays
 from fedpersonal.privacy.dpsgd import DPSGDSettings, state_metrics
 from fedpersonal.tasks import ClientData, Task, get_task
-from fedpersonal.training import SGDSettings, Tensors, iterate_batches, sgd_optimizer, train_epochs
+from fedpersonal.training import SGDSettings, Tensors, epoch_batches, sgd_optimizer, train_epochs
 
 
 def partition_of(context: Context, cfg: RunConfig) -> int:
@@ -126,12 +126,11 @@ class ClientAlgorithm:
         sample-weighted mean of those losses after each step."""
         generator = round_generator(self.cfg, self.partition_id, server_round)
         total, seen = 0.0, 0
-        for _ in range(self.cfg.local_epochs):
-            for batch in iterate_batches(self.data.train, self.cfg.batch_size, generator):
-                reported = step(batch)
-                with torch.no_grad():
-                    total += float(self.task.loss(reported, batch)) * len(batch[0])
-                seen += len(batch[0])
+        for batch in epoch_batches(self.data.train, self.cfg.batch_size, generator, self.cfg.local_epochs):
+            reported = step(batch)
+            with torch.no_grad():
+                total += float(self.task.loss(reported, batch)) * len(batch[0])
+            seen += len(batch[0])
         return total / max(seen, 1)
 
     def outgoing_arrays(self, model: nn.Module) -> ArrayRecord:
@@ -154,8 +153,12 @@ class ClientAlgorithm:
     def train(self, msg: Message) -> Message:
         """Handle a train message."""
         model = self.model_from(msg)
-        server_round = server_round_of(msg)
-        loss = self.local_train(model, server_round)
+        loss = self.local_train(model, server_round_of(msg))
+        return self.trained_reply(msg, model, loss)
+
+    def trained_reply(self, msg: Message, model: nn.Module, loss: float) -> Message:
+        """The reply to train message ``msg`` once local training left ``model`` with mean training
+        loss ``loss``: the outgoing arrays, ``train-loss``, ``num-examples`` and DP-SGD's metrics."""
         metrics = {"train-loss": loss, "num-examples": self.data.num_train, **state_metrics(self.context.state)}
         return self.reply(msg, metrics, self.outgoing_arrays(model))
 

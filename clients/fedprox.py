@@ -22,21 +22,24 @@ def proximal_term(model: nn.Module, anchor: list[torch.Tensor]) -> torch.Tensor:
     return sum((((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor)), torch.zeros(()))
 
 
+def proximal_mu(msg: Message) -> float:
+    """The ``mu`` of a train message's config (FedProx's server sends it); a ValueError if absent."""
+    config = msg.content.config_records["config"]
+    if PROXIMAL_MU not in config:
+        raise ValueError(f"train message has no '{PROXIMAL_MU}' in its config; FedProx's server sends it")
+    return float(config[PROXIMAL_MU])  # type: ignore[arg-type]
+
+
 class FedProxClient(ClientAlgorithm):
     """FedAvg's client with the proximal term towards the received global model."""
 
     def train(self, msg: Message) -> Message:
         """Local training of the received model on the task loss plus the proximal term."""
-        config = msg.content.config_records["config"]
-        if PROXIMAL_MU not in config:
-            raise ValueError(f"train message has no '{PROXIMAL_MU}' in its config; FedProx's server sends it")
-        mu = float(config[PROXIMAL_MU])  # type: ignore[arg-type]
+        mu = proximal_mu(msg)
         model = self.model_from(msg)
         anchor = [p.detach().clone() for p in model.parameters()]
 
         def loss(net: nn.Module, batch: Tensors) -> torch.Tensor:
             return self.task.loss(net, batch) + mu / 2 * proximal_term(net, anchor)
 
-        train_loss = self.local_train(model, server_round_of(msg), loss=loss)
-        metrics = {"train-loss": train_loss, "num-examples": self.data.num_train}
-        return self.reply(msg, metrics, self.outgoing_arrays(model))
+        return self.trained_reply(msg, model, self.local_train(model, server_round_of(msg), loss=loss))

@@ -31,6 +31,13 @@ def iterate_batches(tensors: Tensors, batch_size: int, generator: torch.Generato
             yield tuple(t[index] for t in tensors)
 
 
+def epoch_batches(tensors: Tensors, batch_size: int, generator: torch.Generator, epochs: int) -> Iterator[Tensors]:
+    """The minibatches of ``epochs`` shuffled passes over ``tensors``, one after another (each pass
+    draws its order from ``generator`` when it starts)."""
+    for _ in range(epochs):
+        yield from iterate_batches(tensors, batch_size, generator)
+
+
 @dataclass(frozen=True)
 class SGDSettings:
     """The client optimizer's settings: SGD learning rate, momentum and weight decay."""
@@ -68,18 +75,17 @@ def train_epochs(
     """
     model.train()
     total, seen, steps = 0.0, 0, 0
-    for _ in range(epochs):
-        for batch in iterate_batches(tensors, batch_size, generator):
-            if max_steps is not None and steps >= max_steps:
-                return total / max(seen, 1)
-            steps += 1
-            loss = loss_fn(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            size = len(batch[0])
-            total += float(loss.detach()) * size
-            seen += size
+    for batch in epoch_batches(tensors, batch_size, generator, epochs):
+        if max_steps is not None and steps >= max_steps:
+            break
+        steps += 1
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        size = len(batch[0])
+        total += float(loss.detach()) * size
+        seen += size
     return total / max(seen, 1)

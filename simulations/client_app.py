@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,24 @@ def state_base(context: Context, cfg: RunConfig, config: ConfigRecord) -> tuple[
     return root / name, ("custom" if custom else "run-dir")
 
 
-def _handle(kind: str, msg: Message, context: Context) -> Message:
+@dataclass(frozen=True)
+class ClientCall:
+    """One ClientApp call between its preparation (:func:`begin_call`) and its reply
+    (:func:`end_call`): the client, the message's config and round, where the client's personal
+    state lives, the round of the state it brought back, whether it attacks."""
+
+    client: ClientAlgorithm
+    config: ConfigRecord
+    server_round: int
+    base: Path | None
+    location: str
+    parked: int | None
+    attacker: bool
+
+
+def begin_call(kind: str, msg: Message, context: Context) -> ClientCall:
+    """Everything before the client handles ``msg`` (``kind``: "train" or "evaluate"): build the
+    client, bring back its personal state and, for training, apply faults and label flips."""
     client = client_for(context)
     config = msg.content.config_records.get("config", ConfigRecord())
     server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
@@ -92,22 +110,29 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
         if attacker and poison.attack == "label-flip":
             train = client.data.train
             client.data = ClientData((*train[:-1], client.task.flip_labels(train[-1])), client.data.test)
-    reply = client.train(msg) if kind == "train" else client.evaluate(msg)
+    return ClientCall(client, config, server_round, base, location, parked, attacker)
+
+
+def end_call(kind: str, call: ClientCall, msg: Message, context: Context, reply: Message) -> Message:
+    """Everything after the client replied to ``msg``: client-side DP clipping and attacks on a
+    train reply, saving and parking the personal state, the reply's info record."""
+    client, config, server_round, parked = call.client, call.config, call.server_round, call.parked
     if reply.has_error():
         return reply
+    poison = client.cfg.section(PoisonSettings)
     clips = client.cfg.section(DPSettings).client_side and KEY_CLIPPING_NORM in config
     if kind == "train" and clips and "arrays" in reply.content.array_records:
         _clip(client, msg, reply, float(config[KEY_CLIPPING_NORM]))  # type: ignore[arg-type]
-    if kind == "train" and attacker and "arrays" in reply.content.array_records:
+    if kind == "train" and call.attacker and "arrays" in reply.content.array_records:
         rng = round_generator(client.cfg, client.partition_id, server_round)
         received = client.received_arrays(msg).to_torch_state_dict()
         honest = reply.content.array_records["arrays"].to_torch_state_dict()
         reply.content["arrays"] = ArrayRecord(poisoned_update(received, honest, poison, rng))
     info: dict[str, ConfigRecordValues] = {}
     # Algorithms change their personal state only while training; evaluation would rewrite it unchanged.
-    if kind == "train" and context.state and base is not None:
-        save_client_state(base, client.partition_id, server_round, context.state)
-        info.update({STATE_ROUND: server_round, STATE_LOCATION: location})  # the server checks it on resume
+    if kind == "train" and context.state and call.base is not None:
+        save_client_state(call.base, client.partition_id, server_round, context.state)
+        info.update({STATE_ROUND: server_round, STATE_LOCATION: call.location})  # the server checks it on resume
         parked = server_round
     if parked is not None and on_disk(client.cfg):
         park(context, parked)
@@ -117,6 +142,12 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     if info:
         reply.content["info"] = ConfigRecord(info)
     return reply
+
+
+def _handle(kind: str, msg: Message, context: Context) -> Message:
+    call = begin_call(kind, msg, context)
+    reply = call.client.train(msg) if kind == "train" else call.client.evaluate(msg)
+    return end_call(kind, call, msg, context, reply)
 
 
 def _clip(client: ClientAlgorithm, msg: Message, reply: Message, clipping_norm: float) -> None:

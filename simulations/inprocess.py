@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -24,6 +25,21 @@ from fedpersonal.results import RunDirectory
 
 SERVER_NODE_ID = 1
 CLIENT_ERROR_CODE = 1
+
+
+def error_reply(error: Exception, message: Message) -> Message:
+    """The reply of a client whose call raised ``error``, as Flower makes it."""
+    return Message(Error(CLIENT_ERROR_CODE, f"{type(error).__name__}: {error}"), reply_to=message)
+
+
+@contextmanager
+def acting_as(node_id: int) -> Iterator[None]:
+    """Flower's task identity is node ``node_id`` inside the block, the server's again after it."""
+    TaskIdentity.node_id = node_id
+    try:
+        yield
+    finally:
+        TaskIdentity.node_id = SERVER_NODE_ID
 
 
 class InProcessGrid(Grid):
@@ -85,8 +101,8 @@ class InProcessGrid(Grid):
         """Not used: :meth:`send_and_receive` delivers synchronously."""
         raise NotImplementedError("InProcessGrid delivers through send_and_receive only")
 
-    def _deliver(self, message: Message) -> tuple[Message, float]:
-        """The ClientApp's reply to ``message`` and the seconds the call took."""
+    def delivered(self, message: Message) -> Message:
+        """The copy of ``message`` its node receives (ids set, content deep-copied; kept when recording)."""
         message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
         message.metadata.__dict__["_src_node_id"] = SERVER_NODE_ID
         delivered = Message(
@@ -98,14 +114,17 @@ class InProcessGrid(Grid):
         delivered.metadata.__dict__.update({"_message_id": message.metadata.message_id, "_src_node_id": SERVER_NODE_ID})
         if self.record:
             self.sent.append(delivered)
+        return delivered
+
+    def _deliver(self, message: Message) -> tuple[Message, float]:
+        """The ClientApp's reply to ``message`` and the seconds the call took."""
+        delivered = self.delivered(message)
         start = time.perf_counter()
-        TaskIdentity.node_id = message.metadata.dst_node_id
         try:
-            reply = self.client_app(delivered, self.contexts[message.metadata.dst_node_id])
+            with acting_as(message.metadata.dst_node_id):
+                reply = self.client_app(delivered, self.contexts[message.metadata.dst_node_id])
         except Exception as error:  # a failing client becomes an error reply, as in Flower
-            reply = Message(Error(CLIENT_ERROR_CODE, f"{type(error).__name__}: {error}"), reply_to=delivered)
-        finally:
-            TaskIdentity.node_id = SERVER_NODE_ID
+            reply = error_reply(error, delivered)
         seconds = time.perf_counter() - start
         if self.record:
             self.replies.append(reply)
@@ -123,15 +142,23 @@ class InProcessGrid(Grid):
 
 
 def run_inprocess(
-    run_config: Mapping[str, Any], on_grid: Callable[[InProcessGrid], None] | None = None, record: bool = False
+    run_config: Mapping[str, Any],
+    on_grid: Callable[[InProcessGrid], None] | None = None,
+    record: bool = False,
+    vectorized: bool = False,
 ) -> tuple[RunDirectory, InProcessGrid]:
     """Run one configuration (Flower run-config keys) in this process; returns its run directory
-    and the grid (holding every message and reply with ``record``)."""
+    and the grid (holding every message and reply with ``record``). ``vectorized`` trains each
+    round's clients in lockstep (:mod:`simulations.vectorized`; a ConfigError where it does not apply)."""
     from simulations.client_app import app as client_app
     from simulations.server_app import parse_run_config, run
+    from simulations.vectorized import VectorizedGrid, check_vectorized
 
     cfg = parse_run_config(dict(run_config))
-    grid = InProcessGrid(client_app, cfg.to_dict(), cfg.num_clients, record=record)
+    if vectorized:
+        check_vectorized(cfg)
+    grid_class = VectorizedGrid if vectorized else InProcessGrid
+    grid = grid_class(client_app, cfg.to_dict(), cfg.num_clients, record=record)
     if on_grid is not None:
         on_grid(grid)
     return run(grid, cfg), grid

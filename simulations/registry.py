@@ -89,6 +89,9 @@ class Algorithm:
     sections: tuple[type, ...] = ()
     paper: str = ""
     private: bool = False  # its server half is a mean of the replies: sections dp and secagg apply
+    # Its client half is the plain local SGD step (FedProx: plus its proximal term), so the vectorized
+    # clients backend (simulations/vectorized.py) may train a round's clients in lockstep.
+    vectorized: bool = False
 
 
 def sampling(cfg: RunConfig) -> dict[str, Any]:
@@ -234,13 +237,30 @@ def _registry(*algorithms: Algorithm) -> dict[str, Algorithm]:
 
 REDDI = "Reddi et al., Adaptive Federated Optimization, ICLR 2021"
 ALGORITHMS: dict[str, Algorithm] = _registry(
-    Algorithm("fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017", private=True),
-    Algorithm("fedprox", _fedprox, FedProxClient, VISION, (FedProxSettings,), "Li et al., MLSys 2020", private=True),
+    Algorithm(
+        "fedavg", _fedavg, ClientAlgorithm, VISION, paper="McMahan et al., AISTATS 2017", private=True, vectorized=True
+    ),
+    Algorithm(
+        "fedprox",
+        _fedprox,
+        FedProxClient,
+        VISION,
+        (FedProxSettings,),
+        "Li et al., MLSys 2020",
+        private=True,
+        vectorized=True,
+    ),
     Algorithm("local", _local, LocalOnlyClient, VISION, paper="reference: local training only"),
     Algorithm("centralized", _centralized, CentralizedClient, VISION, paper="reference: pooled training data"),
     Algorithm("scaffold", _scaffold, ScaffoldClient, VISION, paper="Karimireddy et al., ICML 2020"),
     Algorithm(
-        "fedper", _fedavg, FedPerClient, VISION, paper="Arivazhagan et al., arXiv:1912.00818, 2019", private=True
+        "fedper",
+        _fedavg,
+        FedPerClient,
+        VISION,
+        paper="Arivazhagan et al., arXiv:1912.00818, 2019",
+        private=True,
+        vectorized=True,
     ),
     Algorithm("fedrep", _fedavg, FedRepClient, VISION, (FedRepSettings,), "Collins et al., ICML 2021", private=True),
     Algorithm("fedbabu", _fedavg, FedBABUClient, VISION, (FedBABUSettings,), "Oh et al., ICLR 2022", private=True),
@@ -260,12 +280,21 @@ ALGORITHMS: dict[str, Algorithm] = _registry(
     Algorithm("multikrum", _multikrum, ClientAlgorithm, VISION, (RobustSettings,), "Blanchard et al., NeurIPS 2017"),
     Algorithm("bulyan", _bulyan, ClientAlgorithm, VISION, (RobustSettings,), "El Mhamdi et al., ICML 2018"),
     Algorithm(
-        "fedavgm", _fedavgm, ClientAlgorithm, VISION, (FedAvgMSettings,), "Hsu et al., arXiv:1909.06335", private=True
+        "fedavgm",
+        _fedavgm,
+        ClientAlgorithm,
+        VISION,
+        (FedAvgMSettings,),
+        "Hsu et al., arXiv:1909.06335",
+        private=True,
+        vectorized=True,
     ),
-    Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI, private=True),
-    Algorithm("fedyogi", _fedyogi, ClientAlgorithm, VISION, (FedYogiSettings,), REDDI, private=True),
-    Algorithm("fedadagrad", _fedadagrad, ClientAlgorithm, VISION, (FedAdagradSettings,), REDDI, private=True),
-    Algorithm("fedopt", _fedopt, ClientAlgorithm, VISION, (TorchOptimSettings,), REDDI, private=True),
+    Algorithm("fedadam", _fedadam, ClientAlgorithm, VISION, (FedAdamSettings,), REDDI, private=True, vectorized=True),
+    Algorithm("fedyogi", _fedyogi, ClientAlgorithm, VISION, (FedYogiSettings,), REDDI, private=True, vectorized=True),
+    Algorithm(
+        "fedadagrad", _fedadagrad, ClientAlgorithm, VISION, (FedAdagradSettings,), REDDI, private=True, vectorized=True
+    ),
+    Algorithm("fedopt", _fedopt, ClientAlgorithm, VISION, (TorchOptimSettings,), REDDI, private=True, vectorized=True),
     Algorithm("dua", _dua, DUAClient, ("classify",), (DUASettings,), "De Lange et al., CVPR 2020"),
     Algorithm("fedfr", _face(FedFR), FedFRClient, ("face",), (FedFRSettings,), "Liu et al., AAAI 2022"),
     Algorithm("face-fedavg", _face(FaceFedAvg), FaceClient, ("face",), paper="McMahan et al., AISTATS 2017"),

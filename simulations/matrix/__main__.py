@@ -81,10 +81,11 @@ def parser() -> argparse.ArgumentParser:
     )
     cli.add_argument(
         "--backend",
-        choices=["inprocess", "flower"],
+        choices=["inprocess", "vectorized", "flower"],
         default="inprocess",
-        help="inprocess: the ServerApp and ClientApp in this process (fast, default); "
-        "flower: a real `flwr run` per cell on a private SuperLink",
+        help="inprocess: the ServerApp and ClientApp in this process (fast, default); vectorized: the same "
+        "with each round's clients trained in lockstep (torch.func; FedAvg, FedProx, FedOpt family, FedPer; "
+        "docs/performance.md); flower: a real `flwr run` per cell on a private SuperLink",
     )
     cli.add_argument("--cell-timeout-s", type=float, default=86400.0, help="flower backend: limit per cell")
     cli.add_argument(

@@ -1,4 +1,5 @@
-"""How a cell is executed: in this process (fast, the default) or through a real ``flwr run``.
+"""How a cell is executed: in this process (fast, the default; optionally with the clients trained in
+lockstep) or through a real ``flwr run``.
 
 A backend's ``run(cell_dir, keys)`` runs one complete run config (``results-dir`` points into the
 cell's directory) and raises on failure; the runner then checks that the run directory holds a
@@ -31,11 +32,15 @@ class Backend(Protocol):
 
 
 class InProcessBackend:
-    """The ServerApp logic and ClientApp in this process (:func:`simulations.inprocess.run_inprocess`)."""
+    """The ServerApp logic and ClientApp in this process (:func:`simulations.inprocess.run_inprocess`);
+    ``vectorized`` trains each round's clients in lockstep (:mod:`simulations.vectorized`)."""
+
+    def __init__(self, vectorized: bool = False) -> None:
+        self.vectorized = vectorized
 
     def run(self, cell_dir: Path, keys: Mapping[str, Any]) -> None:
         """Run ``keys`` in this process."""
-        inprocess.run_inprocess(keys)
+        inprocess.run_inprocess(keys, vectorized=self.vectorized)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -86,9 +91,10 @@ class FlowerBackend:
 def make_backend(
     name: str, out: Path, timeout_s: float = 86400.0, client_cpus: int = 1, client_gpus: float = 0.0
 ) -> Backend:
-    """``"inprocess"`` or ``"flower"`` (SuperLink homes under ``<out>/flower-home``)."""
-    if name == "inprocess":
-        return InProcessBackend()
+    """``"inprocess"``, ``"vectorized"`` (in process, clients in lockstep) or ``"flower"`` (SuperLink
+    homes under ``<out>/flower-home``)."""
+    if name in ("inprocess", "vectorized"):
+        return InProcessBackend(vectorized=name == "vectorized")
     if name == "flower":
         return FlowerBackend(out / "flower-home", timeout_s, client_cpus, client_gpus)
-    raise ValueError(f"backend {name!r} is unknown; choose 'inprocess' or 'flower'")
+    raise ValueError(f"backend {name!r} is unknown; choose 'inprocess', 'vectorized' or 'flower'")

@@ -291,7 +291,8 @@ def run_matrix(
 ) -> MatrixReport:
     """Run (or finish) every cell under ``out`` and write the report there.
 
-    ``backend``: ``"inprocess"`` (:func:`simulations.inprocess.run_inprocess`, the default) or
+    ``backend``: ``"inprocess"`` (:func:`simulations.inprocess.run_inprocess`, the default),
+    ``"vectorized"`` (the same, each round's clients trained in lockstep: :mod:`simulations.vectorized`) or
     ``"flower"`` (``flwr run`` on a private SuperLink, at most ``cell_timeout_s`` per cell, each client
     reserving ``client_cpus`` CPUs: 1, the default, runs as many single-threaded clients at once as
     there are cores, the fastest setting measured by ``benchmarks/perf.py``, and ``client_gpus`` GPUs:
@@ -304,6 +305,11 @@ def run_matrix(
     out = Path(out).expanduser().resolve()
     for cell in cells:
         next_step(cell, out / cell.name)  # bad keys and cells finished with another config stop here
+        if backend == "vectorized":
+            from simulations.registry import parse_run_config
+            from simulations.vectorized import check_vectorized
+
+            check_vectorized(parse_run_config(dict(cell.keys)))  # so do cells the backend cannot train
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress(len(cells), write)
     if jobs > 1:
