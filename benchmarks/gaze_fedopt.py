@@ -40,10 +40,10 @@ from simulations.server_app import parse_run_config
 
 FEDERATED = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 GRID_SEED = 100  # tuning seed, not a benchmark seed
-CLIENT_LRS = (0.03, 0.1, 0.3)  # client SGD without momentum (lr 0.03 with momentum 0.9 acts like 0.3)
+CLIENT_LRS = (0.03, 0.1, 0.3, 1.0)  # client SGD without momentum (lr 0.03 with momentum 0.9 acts like 0.3)
 SERVER_LRS = (10**-2, 10**-1.5, 10**-1, 10**-0.5, 1.0)
 TAUS = (1e-3, 1e-2, 1e-1)
-ADAPTIVE = {
+ADAPTIVE: dict[str, dict[str, Any]] = {
     "fedadam": {"fedadam.beta2": 0.999, "fedadam.bias-correction": "adam"},
     "fedyogi": {"fedyogi.beta2": 0.999},
     "fedadagrad": {},
@@ -55,13 +55,22 @@ WORST10 = "final angular error (deg), mean of the worst 10% users"
 
 
 def federated_runs(
-    args: argparse.Namespace, algorithms: dict[str, dict[str, Any]], seeds: list[int], out: Path
+    args: argparse.Namespace,
+    algorithms: dict[str, dict[str, Any]],
+    seeds: list[int],
+    out: Path,
+    failures: dict[str, str] | None = None,
 ) -> dict[str, dict[int, dict[str, Any]]]:
     """Every algorithm (label -> run-config keys) on every seed as one matrix under ``out``: per
-    algorithm and seed, the global error per round (``curve``) and each user's final error (``users``)."""
+    algorithm and seed, the global error per round (``curve``) and each user's final error (``users``).
+    A failed cell raises, unless ``failures`` is given: then it receives label -> the error's last line
+    (a tuning grid keeps the points that diverged as results)."""
     cells = plan_cells([Variant("gaze", scale_keys(args))], [Variant(k, v) for k, v in algorithms.items()], seeds)
     report: MatrixReport = run_matrix(cells, out, command=invocation(), jobs=args.jobs)
-    report.runs()  # raises naming any failed cell
+    if failures is None:
+        report.runs()  # raises naming any failed cell
+    else:
+        failures.update({o.cell.algorithm: (o.error.strip().splitlines() or ["?"])[-1] for o in report.failed})
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for result in report.results:
         values = result.metrics[METRIC]
@@ -132,9 +141,13 @@ def chosen(stage: str) -> dict[str, Any]:
 
 def tuning(args: argparse.Namespace, stage: str, points: dict[str, dict[str, Any]], family: dict[str, str]) -> None:
     """Run ``points`` (label -> run-config keys) on the grid seed; choose the best label per family."""
-    results = federated_runs(args, points, [GRID_SEED], MATRIX_DIR / f"gaze_fedopt_{stage}")
-    rows, best = [], {}
+    failed: dict[str, str] = {}
+    results = federated_runs(args, points, [GRID_SEED], MATRIX_DIR / f"gaze_fedopt_{stage}", failed)
+    rows: list[dict[str, Any]] = []
+    best: dict[str, tuple[dict[str, Any], float]] = {}
     for label, keys in points.items():
+        if label in failed:
+            continue
         users = results[label][GRID_SEED]["users"]
         rows.append(benchmark_row(label, FINAL, {GRID_SEED: float(np.mean(users))}, "lower", {GRID_SEED: users}))
         name = family[label]
@@ -143,7 +156,9 @@ def tuning(args: argparse.Namespace, stage: str, points: dict[str, dict[str, Any
     picked = {name: keys for name, (keys, _) in best.items()}
     summary = "; ".join(f"{name}: {keys}" for name, keys in picked.items())
     config = {**scale_keys(args), "seed": GRID_SEED, "points": points}
-    write_benchmark(f"gaze_fedopt_{stage}", invocation(), config, rows, f"Seed {GRID_SEED}. Chosen: {summary}.")
+    diverged = "".join(f"\n\nNo result (diverged or failed): {label}: {error}" for label, error in failed.items())
+    notes = f"Seed {GRID_SEED}. Chosen: {summary}.{diverged}"
+    write_benchmark(f"gaze_fedopt_{stage}", invocation(), config, rows, notes)
     path = RESULTS_DIR / f"gaze_fedopt_{stage}.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "chosen": picked}, indent=2) + "\n")
     print("chosen:", summary)
