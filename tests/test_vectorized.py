@@ -17,15 +17,15 @@ from simulations.registry import ALGORITHMS, plain_sgd
 from simulations.vectorized import check_vectorized, supported_strategies
 from tests.small_configs import SMALL
 
-# 3 clients with 32 training samples each before trimming, batches of 8, 2 local epochs, 2 rounds.
-UNEVEN = {**SMALL["gaze"], "num-clients": 3, "num-rounds": 2, "samples-per-client": 40, "batch-size": 8,
+# 3 clients with 20 training samples each before trimming, batches of 8, 2 local epochs, 2 rounds.
+UNEVEN = {**SMALL["gaze"], "num-clients": 3, "num-rounds": 2, "samples-per-client": 25, "batch-size": 8,
           "local-epochs": 2, "weight-decay": 0.001}  # fmt: skip
 TOLERANCE = 1e-5
 
 
 @pytest.fixture
 def uneven_clients(monkeypatch):
-    """Client p keeps 32 - 5 p training samples: batches (8, 8, 8, 8), (8, 8, 8, 3), (8, 8, 6), so
+    """Client p keeps 20 - 5 p training samples: batches (8, 8, 4), (8, 7), (8, 2) per epoch, so
     clients run out of batches at different steps and last batches differ in size."""
     original = GazeTask.client_data
 
@@ -90,7 +90,7 @@ def test_the_vectorized_run_equals_the_sequential_one(tmp_path, uneven_clients, 
     sequential, vectorized, grid = _both_ways(tmp_path, config, record=True)
     assert max(_differences(sequential, vectorized)) <= 1e-9  # float64: the same computation
     trained = [row for row in vectorized.read_rows("clients.jsonl") if row["phase"] == "train"]
-    assert sorted(row["num-examples"] for row in trained) == [22, 22, 27, 27, 32, 32]
+    assert sorted(row["num-examples"] for row in trained) == [10, 10, 15, 15, 20, 20]
     assert all(math.isfinite(row["train-loss"]) and row["train-loss"] > 0 for row in trained)
     metric = "personalized-angular-error" if config["strategy"] == "fedper" else "global-angular-error"
     rounds = vectorized.read_rows("rounds.jsonl")
