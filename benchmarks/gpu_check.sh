@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check: the default gaze scenario and the perf benchmark on a CUDA GPU, recorded in
-# benchmarks/results/gpu_check.md (plus perf_cuda.{json,md} and lines in perf_history.jsonl).
+# The GPU check: the default gaze scenario, the perf benchmark and the vectorized clients on a CUDA GPU,
+# recorded in benchmarks/results/gpu_check.md (plus perf_cuda.{json,md}, vectorized_cuda.{json,md} and lines
+# in perf_history.jsonl).
 # Needs an NVIDIA GPU and a CUDA build of torch; exits 1 without them, having measured nothing.
 #
 #   bash benchmarks/gpu_check.sh
@@ -60,6 +61,9 @@ timed flwr-cuda "$PYTHON" -m simulations.matrix --quiet --out "$SCRATCH/flwr-cud
 # shellcheck disable=SC2086  # PERF_ARGS is a list of options
 timed perf "$PYTHON" -m benchmarks.perf --device cuda --client-gpus "$CLIENT_GPUS" --rounds "$ROUNDS" $PERF_ARGS
 
+# Vectorized clients (torch.func) against one-after-another on the GPU (writes vectorized_cuda.{json,md}).
+timed vectorized "$PYTHON" -m benchmarks.vectorized --device cuda --rounds "$ROUNDS"
+
 "$PYTHON" - "$SCRATCH" "$REPORT" "$CLIENT_GPUS" "$ROUNDS" <<'EOF'
 import json
 import sys
@@ -95,6 +99,8 @@ for name, runner, device, at_once in runs:
     (summary,) = (scratch / name).glob("**/summary.json")
     error = json.loads(summary.read_text())["final"]["global-angular-error"]
     lines.append(f"| {runner} | {device} | {at_once} | {seconds:.1f} s | {error:.3f}° |")
+vectorized = Path("benchmarks/results/vectorized_cuda.md")
+lines += ["", "## vectorized clients on the GPU", "", vectorized.read_text().split("\n", 3)[-1].strip()]
 perf = Path("benchmarks/results/perf_cuda.md")
 lines += ["", "## perf on the GPU", "", perf.read_text().split("\n", 3)[-1].strip() if perf.is_file() else "-"]
 report.write_text("\n".join(lines) + "\n")

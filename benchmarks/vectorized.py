@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{weights:.2e}, per-round metrics {metrics:.2e}. Load average when it started: "
         f"{', '.join(f'{value:.2f}' for value in load)} (other work on the machine slows both runs)."
     )
-    payload = {"name": "vectorized", "command": invocation(), "machine": machine, "created": created, **result}
-    write_json_result("vectorized", payload, body)
+    name = "vectorized" if args.device == "cpu" else "vectorized_cuda"  # a GPU run keeps the CPU record
+    payload = {"name": name, "command": invocation(), "machine": machine, "created": created, **result}
+    write_json_result(name, payload, body)
     append_history([{"commit": git_commit(), "created": created, "machine": machine, "device": args.device,
                      "measurement": f"vectorized clients speed-up (sequential / vectorized wall), {args.rounds} "
                                     "rounds", "value": speedup, "unit": "x"}])  # fmt: skip
