@@ -110,10 +110,15 @@ class PrivateSuperLink:
     @property
     def env(self) -> dict[str, str]:
         """Environment for ``flwr`` commands that talk to this SuperLink; this interpreter's scripts
-        (``flwr``, ``flower-superlink``) come first on PATH, so an unactivated virtual environment works."""
+        (``flwr``, ``flower-superlink``) come first on PATH, so an unactivated virtual environment works.
+
+        Without a ``RAY_ADDRESS`` (here or in ``extra_env``) the simulation starts a Ray of its own:
+        ``RAY_ADDRESS=local``, because Ray's default joins the cluster last started on this machine
+        (``/tmp/ray/ray_current_cluster``), someone else's or one still shutting down."""
         environment = quiet_environment()
         path = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", os.defpath)])
-        return environment | {"PATH": path, "FLWR_HOME": str(self.home)} | self.extra_env
+        own_ray = {"RAY_ADDRESS": environment.get("RAY_ADDRESS") or "local"}
+        return environment | own_ray | {"PATH": path, "FLWR_HOME": str(self.home)} | self.extra_env
 
     def _write_connection(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

@@ -218,6 +218,21 @@ def test_the_flower_backend_reserves_the_requested_cpus_per_client(tmp_path, mon
     assert started == [(home / "clients-3", 3, 1, 0.0), (home / "clients-5", 5, 2, 0.25)]
 
 
+def test_a_private_superlink_starts_its_own_ray_unless_given_an_address(tmp_path, monkeypatch):
+    from ray._private.services import canonicalize_bootstrap_address
+
+    from simulations.local_superlink import PrivateSuperLink
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    env = PrivateSuperLink(tmp_path, 2).env
+    assert env["RAY_ADDRESS"] == "local"
+    monkeypatch.setenv("RAY_ADDRESS", env["RAY_ADDRESS"])
+    assert canonicalize_bootstrap_address(None) is None  # Ray: None = start a new local instance
+    assert PrivateSuperLink(tmp_path, 2, extra_env={"RAY_ADDRESS": "10.0.0.1:6379"}).env["RAY_ADDRESS"] == "10.0.0.1:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")  # exported by the user: attach there
+    assert PrivateSuperLink(tmp_path, 2).env["RAY_ADDRESS"] == "10.0.0.2:6379"
+
+
 def test_client_gpus_reach_flowers_federation_config(tmp_path, monkeypatch):
     from simulations.local_superlink import PrivateSuperLink
     from simulations.matrix import __main__ as cli

@@ -1,0 +1,31 @@
+"""How the suite shares two pytest-xdist workers (``-n 2`` in pyproject.toml).
+
+The tests that start processes of their own (a SuperLink, Ray clusters, two network namespaces) form
+one lane: one worker runs them one after another, so two Ray instances never compete, and because they
+mostly wait on process start-up the other worker runs the in-process tests meanwhile. Every other test
+is its own unit of work. (xdist's ``--dist loadgroup`` would express this with a marker, but with
+pytest 9 its marker has no effect; this scheduler groups by test id instead.)
+"""
+
+from xdist.scheduler import LoadScopeScheduling
+
+# Test ids (or their prefixes) that start SuperLink or Ray processes.
+PROCESS_LANE = (
+    "tests/test_flower_run.py::",
+    "tests/test_ray_cluster.py::",
+    "tests/test_multi_host.py::",
+    "tests/test_secagg.py::test_secure_fedavg_under_flwr_run",
+)
+
+
+class ProcessLaneScheduling(LoadScopeScheduling):
+    """xdist's scope scheduling with two kinds of scope: the process lane, and each other test alone.
+    Scopes go out largest first, so the lane starts at once."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return "process-lane" if nodeid.startswith(PROCESS_LANE) else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Schedule with :class:`ProcessLaneScheduling`."""
+    return ProcessLaneScheduling(config, log)
