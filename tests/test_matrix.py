@@ -228,7 +228,8 @@ def test_a_private_superlink_starts_its_own_ray_unless_given_an_address(tmp_path
     assert env["RAY_ADDRESS"] == "local"
     monkeypatch.setenv("RAY_ADDRESS", env["RAY_ADDRESS"])
     assert canonicalize_bootstrap_address(None) is None  # Ray: None = start a new local instance
-    assert PrivateSuperLink(tmp_path, 2, extra_env={"RAY_ADDRESS": "10.0.0.1:6379"}).env["RAY_ADDRESS"] == "10.0.0.1:6379"
+    given = PrivateSuperLink(tmp_path, 2, extra_env={"RAY_ADDRESS": "10.0.0.1:6379"})
+    assert given.env["RAY_ADDRESS"] == "10.0.0.1:6379"
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")  # exported by the user: attach there
     assert PrivateSuperLink(tmp_path, 2).env["RAY_ADDRESS"] == "10.0.0.2:6379"
 
