@@ -1,0 +1,45 @@
+"""The gaze FedOpt benchmark's statistics and its resumable references."""
+
+import numpy as np
+from scipy import stats
+
+from benchmarks import gaze_fedopt
+from simulations.reporting import benchmark_row
+from simulations.server_app import parse_run_config
+
+
+def final_row(name: str, per_seed: dict[int, float]) -> dict:
+    return benchmark_row(name, gaze_fedopt.FINAL, per_seed, "lower")
+
+
+def test_the_ratio_table_is_the_per_seed_ratio_with_its_t_interval_next_to_the_papers_ratio():
+    fedavg = final_row("fedavg", {0: 10.0, 1: 12.0, 2: 8.0})
+    fedavgm = final_row("fedavgm", {0: 8.0, 1: 9.0, 2: 6.8})  # ratios 0.8, 0.75, 0.85
+    fedadam = final_row("fedadam", {0: 10.5, 1: 11.0, 2: 8.4})  # ratios 1.05, 0.9167, 1.05
+    table = gaze_fedopt.ratio_table([fedavg, fedavgm, fedadam, final_row("centralized", {0: 3.0, 1: 3.0, 2: 3.0})])
+
+    ratios = np.array([0.8, 0.75, 0.85])
+    half = stats.t.ppf(0.975, 2) * ratios.std(ddof=1) / np.sqrt(3)  # 0.1242
+    assert (
+        f"| fedavgm | 0.800 | [{0.8 - half:.3f}, {0.8 + half:.3f}] | 3 | better than FedAvg | inside the interval |"
+        in table
+    )
+    assert "| fedadam | 1.006 |" in table and "no difference shown (contains 1)" in table
+    assert "centralized" not in table  # references are not optimizers
+
+
+def test_a_finished_reference_is_reused_and_a_changed_config_runs_again(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(cfg, pooled):
+        calls.append((cfg.seed, pooled))
+        return {"curve": [20.0, float(cfg.seed)], "users": [1.0, 2.0]}
+
+    monkeypatch.setattr(gaze_fedopt, "reference_run", fake_run)
+    path = tmp_path / "references" / "centralized-seed3.json"
+    cfg = parse_run_config({"num-clients": 2, "seed": 3})
+    first = gaze_fedopt.reference(path, cfg, True)
+    assert gaze_fedopt.reference(path, cfg, True) == first and calls == [(3, True)]
+    gaze_fedopt.reference(path, parse_run_config({"num-clients": 2, "seed": 3, "lr": 0.3}), True)
+    assert len(calls) == 2
+    assert first == {"curve": [20.0, 3.0], "users": [1.0, 2.0]}
