@@ -229,9 +229,24 @@ def compare(args: argparse.Namespace) -> None:
         "seeds": args.seeds,
         "curves": {name: np.mean([r["curve"] for r in s.values()], axis=0).tolist() for name, s in results.items()},
     }
-    notes = ratio_table(rows) + f"\n\nPlot (error per round, mean over seeds): {args.name}.png. {args.notes}"
+    notes = (
+        ratio_table(rows)
+        + "\n\n"
+        + plateau(config["curves"]["fedavg"])
+        + f"\n\nPlot (error per round, mean over seeds): {args.name}.png. {args.notes}"
+    )
     write_benchmark(args.name, invocation(), config, rows, notes=notes)
     print(notes)
+
+
+def plateau(curve: list[float], window: int = 10) -> str:
+    """Whether FedAvg's mean curve has flattened: its error ``window`` rounds before the end and at
+    the end."""
+    before, last = curve[-1 - window], curve[-1]
+    return (
+        f"FedAvg's plateau: mean error {before:.3f} deg at round {len(curve) - 1 - window}, {last:.3f} deg at "
+        f"round {len(curve) - 1} ({(last - before) / before:+.1%} over the last {window} rounds)."
+    )
 
 
 def ratio_table(rows: list[dict[str, Any]]) -> str:

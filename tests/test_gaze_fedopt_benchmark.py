@@ -43,3 +43,9 @@ def test_a_finished_reference_is_reused_and_a_changed_config_runs_again(tmp_path
     gaze_fedopt.reference(path, parse_run_config({"num-clients": 2, "seed": 3, "lr": 0.3}), True)
     assert len(calls) == 2
     assert first == {"curve": [20.0, 3.0], "users": [1.0, 2.0]}
+
+
+def test_the_plateau_line_compares_the_last_rounds_of_fedavgs_curve():
+    curve = [20.0] + [10.0 - 0.1 * r for r in range(1, 41)]  # round 30: 7.0, round 40: 6.0
+    line = gaze_fedopt.plateau(curve)
+    assert "7.000 deg at round 30, 6.000 deg at round 40 (-14.3% over the last 10 rounds)" in line
