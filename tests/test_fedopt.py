@@ -366,29 +366,21 @@ def test_a_resumed_run_continues_with_the_saved_server_moments(tmp_path, monkeyp
         torch.testing.assert_close(torch.load(resumed.path / "model.pt")[key], value, rtol=0, atol=0)
 
 
-def test_scenarios_use_the_best_server_lr_of_the_recorded_grid_search():
+def test_the_gaze_scenarios_are_the_benchmarks_tuned_settings():
+    """simulations/scenarios/gaze_<strategy>.toml = the client lr and the server settings that the
+    recorded gaze_fedopt stages chose (benchmarks/results/gaze_fedopt_{client-lr,grid}.json)."""
     import json
-    import re
     from pathlib import Path
 
     import tomllib
     from flwr.common.config import flatten_dict
 
-    from simulations.registry import ALGORITHMS
-
     root = Path(__file__).resolve().parents[1]
-    grid_rows = json.loads((root / "benchmarks" / "results" / "gaze_fedopt_grid.json").read_text())["rows"]
-    best: dict[str, tuple[float, float]] = {}
-    for row in grid_rows:
-        match = re.fullmatch(r"(\w+) server-lr=([\d.e-]+)", row["algorithm"])
-        if match and row["mean"] < best.get(match[1], (0.0, math.inf))[1]:
-            best[match[1]] = (float(match[2]), row["mean"])
-    defaults = parse_run_config({})
-    for name in ("fedavg", *best):
-        keys = flatten_dict(tomllib.loads((root / "simulations" / "scenarios" / f"gaze_{name}.toml").read_text()))
-        cfg = parse_run_config(keys)
-        assert cfg.strategy == name
-        if name in best:
-            section = ALGORITHMS[name].sections[0]
-            assert cfg.section(section).server_lr == pytest.approx(best[name][0], rel=1e-3)
-            assert defaults.section(section).server_lr == pytest.approx(best[name][0], rel=1e-3)
+    results = root / "benchmarks" / "results"
+    client = json.loads((results / "gaze_fedopt_client-lr.json").read_text())["chosen"]["fedavg"]
+    chosen = {"fedavg": client, **json.loads((results / "gaze_fedopt_grid.json").read_text())["chosen"]}
+    assert set(chosen) == {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"}
+    for name, keys in chosen.items():
+        scenario = flatten_dict(tomllib.loads((root / "simulations" / "scenarios" / f"gaze_{name}.toml").read_text()))
+        expected = {**keys, "lr": client["lr"], "momentum": 0.0}
+        assert parse_run_config(scenario).to_dict() == parse_run_config(expected).to_dict(), name
