@@ -7,6 +7,8 @@ is its own unit of work. (xdist's ``--dist loadgroup`` would express this with a
 pytest 9 its marker has no effect; this scheduler groups by test id instead.)
 """
 
+import pytest
+from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
 
 # Test ids (or their prefixes) that start SuperLink or Ray processes.
@@ -26,6 +28,6 @@ class ProcessLaneScheduling(LoadScopeScheduling):
         return "process-lane" if nodeid.startswith(PROCESS_LANE) else nodeid
 
 
-def pytest_xdist_make_scheduler(config, log):
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> ProcessLaneScheduling:
     """Schedule with :class:`ProcessLaneScheduling`."""
     return ProcessLaneScheduling(config, log)
