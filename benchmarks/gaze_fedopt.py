@@ -16,7 +16,8 @@ Each stage writes benchmarks/results/gaze_fedopt_<stage>.{json,md}; ``grid`` and
 the earlier stages' choices from those files. Metric: mean angular error of the final global model
 on each user's test split. The references train with the clients' optimizer for the same number of
 epochs (rounds x local epochs): centralized on the pooled training splits, local-only one model per
-user on its own split.
+user on its own split; each is kept in the matrix folder's ``references/`` and reused when ``compare``
+resumes.
 """
 
 from __future__ import annotations
