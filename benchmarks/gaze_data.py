@@ -32,7 +32,7 @@ def ridge_features(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
 
 def evaluate_seed(cfg: RunConfig, epochs: int) -> dict[str, list[float]]:
     """Per-unseen-user angular errors of each reference."""
-    task = GazeTask()
+    task = GazeTask(cfg)  # the seed's users
     train = stack([task.client_data(user).train for user in range(cfg.num_clients)])
     unseen = [task.unseen_user_data(k) for k in range(UNSEEN_USERS)]
     # Unseen users contribute all their samples to the test.

@@ -86,7 +86,7 @@ def federated_runs(
 def reference_run(cfg: RunConfig, pooled: bool) -> dict[str, Any]:
     """Centralized (``pooled``) or local-only training, evaluated on each user's test split after
     every ``local-epochs`` epochs (one point per round)."""
-    task = GazeTask()
+    task = GazeTask(cfg)  # its users: the run's seed, samples and heterogeneity
     data = [task.client_data(user) for user in range(cfg.num_clients)]
     torch.manual_seed(cfg.seed)
     initial = task.build_model()
@@ -107,6 +107,23 @@ def reference_run(cfg: RunConfig, pooled: bool) -> dict[str, Any]:
         users = errors()
         curve.append(float(np.mean(users)))
     return {"curve": curve, "users": users}
+
+
+def references(items: list[tuple[Path, RunConfig, bool]], jobs: int) -> list[dict[str, Any]]:
+    """:func:`reference` of every ``(path, cfg, pooled)``, ``jobs`` at a time in spawned single-threaded
+    workers; a SIGTERM ends the workers too (finished references are already on disk)."""
+    if jobs <= 1:
+        return [reference(*item) for item in items]
+    import multiprocessing
+    import signal
+    import sys
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    try:
+        with multiprocessing.get_context("spawn").Pool(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return pool.starmap(reference, items)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def scale_keys(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,11 +223,14 @@ def compare(args: argparse.Namespace) -> None:
     scenarios = {name: keys for name, keys in scenarios.items() if name in args.algorithms}
     results = federated_runs(args, scenarios, args.seeds, out)
     if args.references:
+        labels, items = [], []
         for seed in args.seeds:
             cfg = parse_run_config({**scale_keys(args), "seed": seed})
             for name, pooled in (("centralized", True), ("local-only", False)):
-                path = out / "references" / f"{name}-seed{seed}.json"
-                results.setdefault(name, {})[seed] = reference(path, cfg, pooled)
+                labels.append((name, seed))
+                items.append((out / "references" / f"{name}-seed{seed}.json", cfg, pooled))
+        for (name, seed), result in zip(labels, references(items, args.jobs)):
+            results.setdefault(name, {})[seed] = result
 
     rows = []
     for name, per_seed in results.items():

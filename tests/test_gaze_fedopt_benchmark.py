@@ -1,6 +1,7 @@
 """The gaze FedOpt benchmark's statistics and its resumable references."""
 
 import numpy as np
+import torch
 from scipy import stats
 
 from benchmarks import gaze_fedopt
@@ -49,3 +50,36 @@ def test_the_plateau_line_compares_the_last_rounds_of_fedavgs_curve():
     curve = [20.0] + [10.0 - 0.1 * r for r in range(1, 41)]  # round 30: 7.0, round 40: 6.0
     line = gaze_fedopt.plateau(curve)
     assert "7.000 deg at round 30, 6.000 deg at round 40 (-14.3% over the last 10 rounds)" in line
+
+
+def test_references_in_two_workers_equal_those_run_one_after_another(tmp_path):
+    keys = {"num-clients": 2, "samples-per-client": 30, "num-rounds": 1, "local-epochs": 1, "momentum": 0.0}
+    items = [
+        (tmp_path / folder / f"{name}.json", parse_run_config({**keys, "seed": 1}), pooled)
+        for folder in ("serial", "parallel")
+        for name, pooled in (("centralized", True), ("local-only", False))
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: float32 sums depend on the thread count
+    try:
+        serial = gaze_fedopt.references(items[:2], jobs=1)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = gaze_fedopt.references(items[2:], jobs=2)
+    assert parallel == serial and serial[0] != serial[1]  # same seeds, same numbers; pooled differs
+    assert all(path.is_file() for path, _, _ in items)
+    assert serial[0]["curve"][1] < serial[0]["curve"][0]  # one epoch on the pooled data lowers the error
+
+
+def test_a_reference_trains_on_the_users_of_its_own_run(monkeypatch):
+    made = []
+
+    class RecordingTask(gaze_fedopt.GazeTask):
+        def __init__(self, cfg=None):
+            made.append(cfg)
+            super().__init__(cfg)
+
+    monkeypatch.setattr(gaze_fedopt, "GazeTask", RecordingTask)
+    cfg = parse_run_config({"num-clients": 2, "samples-per-client": 30, "num-rounds": 1, "seed": 1})
+    gaze_fedopt.reference_run(cfg, pooled=False)
+    assert made == [cfg]  # the run's seed, samples and heterogeneity, not the defaults
