@@ -20,12 +20,17 @@ PROCESS_LANE = (
 )
 
 
+def lane_scope(nodeid: str) -> str:
+    """The unit of work of test ``nodeid``: ``"process-lane"`` for the lane, else the test itself."""
+    return "process-lane" if nodeid.startswith(PROCESS_LANE) else nodeid
+
+
 class ProcessLaneScheduling(LoadScopeScheduling):
-    """xdist's scope scheduling with two kinds of scope: the process lane, and each other test alone.
-    Scopes go out largest first, so the lane starts at once."""
+    """xdist's scope scheduling with :func:`lane_scope` as the scope. Scopes go out largest first, so
+    the lane starts at once."""
 
     def _split_scope(self, nodeid: str) -> str:
-        return "process-lane" if nodeid.startswith(PROCESS_LANE) else nodeid
+        return lane_scope(nodeid)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> ProcessLaneScheduling:

@@ -4,20 +4,10 @@ SuperLink or a Ray cluster is in it."""
 import ast
 from pathlib import Path
 
-from conftest import PROCESS_LANE, ProcessLaneScheduling
+from conftest import PROCESS_LANE, lane_scope
 
 TESTS = Path(__file__).resolve().parent
-STARTERS = ("PrivateSuperLink", "local_cluster")  # calls that start SuperLink or Ray processes
-
-
-def collected_tests() -> dict[str, ast.FunctionDef]:
-    """Test id (as xdist sees it, from the repository root) -> the test function's syntax tree."""
-    found = {}
-    for path in sorted(TESTS.rglob("test_*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                found[f"tests/{path.relative_to(TESTS).as_posix()}::{node.name}"] = node
-    return found
+STARTERS = {"PrivateSuperLink", "local_cluster"}  # calls that start SuperLink or Ray processes
 
 
 def starts_processes(function: ast.FunctionDef, helpers: set[str]) -> bool:
@@ -34,7 +24,21 @@ def starts_processes(function: ast.FunctionDef, helpers: set[str]) -> bool:
         node.func.id for node in ast.walk(function) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
     }
     arguments = {arg.arg for arg in function.args.args}
-    return bool(entered & set(STARTERS)) or bool(called & helpers) or "superlink" in arguments
+    return bool(entered & STARTERS) or bool(called & helpers) or "superlink" in arguments
+
+
+def collected_tests() -> dict[str, bool]:
+    """Test id (as xdist sees it, from the repository root) -> whether the test starts processes
+    (itself, or through a module-level helper or fixture that does)."""
+    found = {}
+    for path in sorted(TESTS.rglob("test_*.py")):
+        functions = [node for node in ast.parse(path.read_text()).body if isinstance(node, ast.FunctionDef)]
+        helpers = {f.name for f in functions if not f.name.startswith("test_") and starts_processes(f, set())}
+        for function in functions:
+            if function.name.startswith("test_"):
+                test_id = f"tests/{path.relative_to(TESTS).as_posix()}::{function.name}"
+                found[test_id] = starts_processes(function, helpers)
+    return found
 
 
 def test_every_lane_entry_names_existing_tests():
@@ -44,13 +48,6 @@ def test_every_lane_entry_names_existing_tests():
 
 
 def test_every_test_that_starts_a_superlink_or_ray_is_in_the_lane():
-    scheduler = ProcessLaneScheduling.__new__(ProcessLaneScheduling)
-    for test_id, function in collected_tests().items():
-        module = ast.parse((TESTS.parent / test_id.split("::")[0]).read_text())
-        helpers = {  # module-level functions or fixtures that start processes themselves
-            node.name
-            for node in module.body
-            if isinstance(node, ast.FunctionDef) and not node.name.startswith("test_") and starts_processes(node, set())
-        }
-        if starts_processes(function, helpers):
-            assert scheduler._split_scope(test_id) == "process-lane", f"{test_id} starts processes outside the lane"
+    for test_id, starts in collected_tests().items():
+        if starts:
+            assert lane_scope(test_id) == "process-lane", f"{test_id} starts processes outside the lane"
