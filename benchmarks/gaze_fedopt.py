@@ -253,6 +253,8 @@ def compare(args: argparse.Namespace) -> None:
     notes = (
         ratio_table(rows)
         + "\n\n"
+        + horizon_table(results, [args.rounds * quarter // 4 for quarter in (1, 2, 3, 4)])
+        + "\n\n"
         + plateau(config["curves"]["fedavg"])
         + f"\n\nPlot (error per round, mean over seeds): {args.name}.png. {args.notes}"
     )
@@ -281,16 +283,43 @@ def ratio_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         if row["metric"] != FINAL or row["algorithm"] in ("fedavg", "centralized", "local-only"):
             continue
-        ratios = {int(seed): value / fedavg["per_seed"][seed] for seed, value in row["per_seed"].items()}
-        interval = paired_difference(ratios, {seed: 0.0 for seed in ratios})
+        per_seed = {int(seed): value for seed, value in row["per_seed"].items()}
+        interval = ratio_interval(per_seed, {int(seed): value for seed, value in fedavg["per_seed"].items()})
         verdict = ("no difference shown (contains 1)" if interval["low"] <= 1 <= interval["high"]
                    else "better than FedAvg" if interval["high"] < 1 else "worse than FedAvg")  # fmt: skip
         paper = ("inside the interval" if interval["low"] <= PAPER_RATIO <= interval["high"]
                  else "larger gain here" if interval["high"] < PAPER_RATIO else "smaller gain here")  # fmt: skip
         lines.append(f"| {row['algorithm']} | {interval['mean']:.3f} | [{interval['low']:.3f}, {interval['high']:.3f}] "
-                     f"| {len(ratios)} | {verdict} | {paper} |")  # fmt: skip
+                     f"| {len(interval['seeds'])} | {verdict} | {paper} |")  # fmt: skip
     claim = f"The seed paper reports {PAPER_RATIO} for its best pseudo-gradient optimizer (10.63 -> 8.95 deg)."
     return claim + "\n\n" + "\n".join(lines)
+
+
+def ratio_interval(values: dict[int, float], fedavg: dict[int, float]) -> dict[str, Any]:
+    """The per-seed ratio ``values / fedavg`` over the seeds both have: its mean and 95% t interval."""
+    ratios = {seed: values[seed] / fedavg[seed] for seed in values if seed in fedavg}
+    return paired_difference(ratios, {seed: 0.0 for seed in ratios})
+
+
+def horizon_table(results: dict[str, dict[int, dict[str, Any]]], horizons: list[int]) -> str:
+    """Each optimizer's global error as a per-seed ratio to FedAvg's at several rounds (from the
+    stored curves), with its 95% interval: does the gain shrink (a head start) or stay (a better end
+    point)? FedAvg's mean error at each round is the first row."""
+    fedavg = results["fedavg"]
+    at = {name: {r: {s: run["curve"][r] for s, run in per_seed.items()} for r in horizons}
+          for name, per_seed in results.items()}  # fmt: skip
+    header = "| | " + " | ".join(f"round {r}" for r in horizons) + " |"
+    lines = [header, "|---" * (len(horizons) + 1) + "|"]
+    lines.append("| FedAvg error (deg) | " + " | ".join(f"{np.mean(list(at['fedavg'][r].values())):.3f}"
+                                                       for r in horizons) + " |")  # fmt: skip
+    for name in results:
+        if name in ("fedavg", "centralized", "local-only"):
+            continue
+        cells = [ratio_interval(at[name][r], at["fedavg"][r]) for r in horizons]
+        lines.append(f"| {name} / FedAvg | " + " | ".join(f"{c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+                                                          for c in cells) + " |")  # fmt: skip
+    seeds = len(fedavg)
+    return f"Ratio to FedAvg by round (global error, per-seed ratio, 95% CI, {seeds} seeds):\n\n" + "\n".join(lines)
 
 
 def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:

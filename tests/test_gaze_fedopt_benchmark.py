@@ -83,3 +83,19 @@ def test_a_reference_trains_on_the_users_of_its_own_run(monkeypatch):
     cfg = parse_run_config({"num-clients": 2, "samples-per-client": 30, "num-rounds": 1, "seed": 1})
     gaze_fedopt.reference_run(cfg, pooled=False)
     assert made == [cfg]  # the run's seed, samples and heterogeneity, not the defaults
+
+
+def test_the_horizon_table_is_the_per_seed_ratio_at_each_round_of_the_curves():
+    def run(curve):
+        return {"curve": curve, "users": [curve[-1]]}
+
+    results = {
+        "fedavg": {0: run([20.0, 10.0, 8.0]), 1: run([20.0, 12.0, 6.0])},
+        "fedadam": {0: run([20.0, 5.0, 6.0]), 1: run([20.0, 9.0, 6.0])},  # ratios 0.5, 0.75; then 0.75, 1.0
+        "centralized": {0: run([20.0, 3.0, 2.0]), 1: run([20.0, 3.0, 2.0])},
+    }
+    table = gaze_fedopt.horizon_table(results, [1, 2])
+    half = stats.t.ppf(0.975, 1) * np.std([0.5, 0.75], ddof=1) / np.sqrt(2)  # 1.588, the same at both rounds
+    assert "| FedAvg error (deg) | 11.000 | 7.000 |" in table
+    assert f"| fedadam / FedAvg | 0.625 [{0.625 - half:.3f}, {0.625 + half:.3f}] | 0.875 [{0.875 - half:.3f}," in table
+    assert "centralized" not in table and "2 seeds" in table
