@@ -40,6 +40,7 @@ from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invoca
 from simulations.server_app import parse_run_config
 
 FEDERATED = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+REFERENCES = {"centralized": True, "local-only": False}  # reference name -> trained on the pooled data
 GRID_SEED = 100  # tuning seed, not a benchmark seed
 CLIENT_LRS = (0.03, 0.1, 0.3, 1.0)  # client SGD without momentum (lr 0.03 with momentum 0.9 acts like 0.3)
 SERVER_LRS = (10**-2, 10**-1.5, 10**-1, 10**-0.5, 1.0)
@@ -226,7 +227,7 @@ def compare(args: argparse.Namespace) -> None:
         labels, items = [], []
         for seed in args.seeds:
             cfg = parse_run_config({**scale_keys(args), "seed": seed})
-            for name, pooled in (("centralized", True), ("local-only", False)):
+            for name, pooled in REFERENCES.items():
                 labels.append((name, seed))
                 items.append((out / "references" / f"{name}-seed{seed}.json", cfg, pooled))
         for (name, seed), result in zip(labels, references(items, args.jobs)):
@@ -280,11 +281,11 @@ def ratio_table(rows: list[dict[str, Any]]) -> str:
         f"| optimizer | ratio to FedAvg (per-seed mean) | 95% CI | seeds | verdict | the paper's {PAPER_RATIO} |",
         "|---|---|---|---|---|---|",
     ]
+    fedavg_per_seed = {int(seed): value for seed, value in fedavg["per_seed"].items()}
     for row in rows:
-        if row["metric"] != FINAL or row["algorithm"] in ("fedavg", "centralized", "local-only"):
+        if row["metric"] != FINAL or row["algorithm"] == "fedavg" or row["algorithm"] in REFERENCES:
             continue
-        per_seed = {int(seed): value for seed, value in row["per_seed"].items()}
-        interval = ratio_interval(per_seed, {int(seed): value for seed, value in fedavg["per_seed"].items()})
+        interval = ratio_interval({int(seed): value for seed, value in row["per_seed"].items()}, fedavg_per_seed)
         verdict = ("no difference shown (contains 1)" if interval["low"] <= 1 <= interval["high"]
                    else "better than FedAvg" if interval["high"] < 1 else "worse than FedAvg")  # fmt: skip
         paper = ("inside the interval" if interval["low"] <= PAPER_RATIO <= interval["high"]
@@ -313,7 +314,7 @@ def horizon_table(results: dict[str, dict[int, dict[str, Any]]], horizons: list[
     lines.append("| FedAvg error (deg) | " + " | ".join(f"{np.mean(list(at['fedavg'][r].values())):.3f}"
                                                        for r in horizons) + " |")  # fmt: skip
     for name in results:
-        if name in ("fedavg", "centralized", "local-only"):
+        if name == "fedavg" or name in REFERENCES:
             continue
         cells = [ratio_interval(at[name][r], at["fedavg"][r]) for r in horizons]
         lines.append(f"| {name} / FedAvg | " + " | ".join(f"{c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
@@ -332,7 +333,7 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name, per_seed in results.items():
         curves = np.array([r["curve"] for r in per_seed.values()])
-        style = "--" if name in ("centralized", "local-only") else "-"
+        style = "--" if name in REFERENCES else "-"
         axes.plot(range(curves.shape[1]), curves.mean(0), style, marker="o", markersize=3, label=name)
     axes.set(
         xlabel="round (references: every local-epochs epochs)",
