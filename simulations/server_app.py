@@ -103,9 +103,11 @@ def final_summary(run_dir: RunDirectory, task: Task) -> dict[str, Any]:
 
 
 # Keys that may change when a run is resumed; any other difference is an error (a checkpoint holds
-# host tensors only: a run started on a GPU may go on on a CPU, and back).
+# host tensors only: a run started on a GPU may go on on a CPU, and back). ``results-dir`` may change
+# only to the folder that now holds the run (a run directory moved or copied elsewhere).
 RESUMABLE_CHANGES = {
     "resume",
+    "results-dir",
     "num-rounds",
     "node-wait-s",
     "round-timeout-s",
@@ -182,6 +184,12 @@ def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expec
             f"the run was started with different values for {changed}; "
             f"expected the same config (only {sorted(RESUMABLE_CHANGES)} may change)"
         )
+    holder = run_dir.path.expanduser().resolve().parent
+    if Path(cfg.results_dir).expanduser().resolve() != holder:
+        raise ConfigError(
+            f"run config key 'results-dir' = {cfg.results_dir!r} does not hold the resumed run {cfg.resume!r}; "
+            f"expected its parent folder '{holder}' (where the run keeps its client state)"
+        )
     try:
         checkpoint = load_checkpoint(run_dir.path)
     except (OSError, CheckpointError) as error:
@@ -189,6 +197,8 @@ def resume_from(cfg: RunConfig, strategy: Strategy, run_dir: RunDirectory, expec
     saved = checkpoint.get("fingerprint", {})
     for part in ("config", "architecture"):
         differing = _differences(saved.get(part, {}), expected[part], defaults if part == "config" else {})
+        if part == "config":  # checkpoints of older versions kept 'results-dir' in their fingerprint
+            differing = [key for key in differing if key not in RESUMABLE_CHANGES]
         if differing:
             raise refuse(
                 f"the checkpoint '{run_dir.path / CHECKPOINT}' belongs to a run with a different {part} "

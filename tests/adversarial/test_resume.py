@@ -132,3 +132,21 @@ def test_crash_then_resume_equals_an_uninterrupted_run(name, task, tmp_path, mon
     expected = torch.load(full.path / "model.pt", weights_only=True)
     for key, value in torch.load(resumed.path / "model.pt", weights_only=True).items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+
+
+def test_a_run_directory_moved_elsewhere_resumes_from_its_new_folder(tmp_path):
+    run_dir = first_run(tmp_path / "old")
+    moved = tmp_path / "new" / run_dir.path.name
+    moved.parent.mkdir()
+    shutil.copytree(run_dir.path, moved)
+    shutil.rmtree(run_dir.path)
+    resumed = resume(type(run_dir)(moved))
+    assert resumed.path == moved
+    assert [row["round"] for row in resumed.read_rows("rounds.jsonl")] == [0, 1, 2]
+
+
+def test_a_results_dir_that_does_not_hold_the_resumed_run_is_refused(tmp_path):
+    run_dir = first_run(tmp_path / "runs")
+    config = {**SMALL, "num-rounds": 2, "results-dir": str(tmp_path / "elsewhere"), "resume": str(run_dir.path)}
+    with pytest.raises(ConfigError, match=r"'results-dir' = .*elsewhere.* does not hold the resumed run"):
+        run_inprocess(config)
