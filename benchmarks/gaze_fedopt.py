@@ -36,6 +36,7 @@ from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.tasks.gaze import GazeTask
 from fedpersonal.training import SGDSettings, sgd_optimizer, stack, train_epochs
 from simulations.matrix import MatrixReport, Variant, plan_cells, run_matrix
+from simulations.matrix.runner import sigterm_as_exit
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, paired_difference, write_benchmark
 from simulations.server_app import parse_run_config
 
@@ -116,15 +117,12 @@ def references(items: list[tuple[Path, RunConfig, bool]], jobs: int) -> list[dic
     if jobs <= 1:
         return [reference(*item) for item in items]
     import multiprocessing
-    import signal
-    import sys
 
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    try:
-        with multiprocessing.get_context("spawn").Pool(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            return pool.starmap(reference, items)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with (
+        sigterm_as_exit(),
+        multiprocessing.get_context("spawn").Pool(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool,
+    ):
+        return pool.starmap(reference, items)
 
 
 def scale_keys(args: argparse.Namespace) -> dict[str, Any]:

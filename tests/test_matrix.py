@@ -3,6 +3,8 @@
 import csv
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from simulations.loop import RoundLoop
 from simulations.matrix import algorithm, parse_assignments, plan_cells, run_matrix, scenario
 from simulations.matrix.plan import Variant
 from simulations.matrix.progress import Progress
+from simulations.matrix.runner import sigterm_as_exit
 
 TINY = {"num-clients": 2, "num-rounds": 1, "samples-per-client": 40, "local-epochs": 1}
 SCENARIO = """
@@ -337,3 +340,17 @@ def test_two_jobs_give_the_same_cells_as_one_and_a_rerun_skips_them(matrix, tmp_
     assert sum("ETA" in line for line in lines) == 4
     again = run_matrix(matrix["cells"], tmp_path / "parallel", write=lambda _: None, jobs=2)
     assert [o.status for o in again.outcomes] == ["skipped"] * 4
+
+
+def test_a_sigterm_inside_sigterm_as_exit_exits_normally_and_the_handler_is_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(SystemExit) as exit_info:
+        with sigterm_as_exit():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                cleaned.append(True)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before

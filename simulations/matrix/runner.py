@@ -17,6 +17,7 @@ cell is recorded and the matrix goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -25,7 +26,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,17 @@ def _exit(signum: int, _frame: Any) -> None:
     sys.exit(128 + signum)
 
 
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Inside the block a SIGTERM exits normally (``SystemExit(143)``), so ``finally`` blocks and a
+    pool's ``terminate`` run and no worker outlives this process; the previous handler is restored."""
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _start_worker(
     backend: str, out: Path, timeout_s: float, client_cpus: int, client_gpus: float, threads: int
 ) -> None:
@@ -223,20 +235,19 @@ def execute_parallel(
     resources = (backend_options.get("client_cpus", 1), backend_options.get("client_gpus", 0.0))
     options = (backend, out, timeout_s, *resources, threads)
     done: dict[int, Outcome] = {}
-    previous = signal.signal(signal.SIGTERM, _exit)
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_start_worker, initargs=options)
-    try:
-        for index, outcome in pool.imap_unordered(_run_in_worker, list(enumerate(cells))):
-            done[index] = outcome
-            _write_manifest(out, [done[i] for i in sorted(done)], len(cells))
-            _report(outcome, progress)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_exit():
+        pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_start_worker, initargs=options)
+        try:
+            for index, outcome in pool.imap_unordered(_run_in_worker, list(enumerate(cells))):
+                done[index] = outcome
+                _write_manifest(out, [done[i] for i in sorted(done)], len(cells))
+                _report(outcome, progress)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     return [done[index] for index in range(len(cells))]
 
 
