@@ -11,6 +11,7 @@ from small_configs import PAIRS, small_run
 
 from fedpersonal.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, CLIENT_STATE_DIR, load_checkpoint, save_checkpoint
 from fedpersonal.config import ConfigError
+from fedpersonal.results import RunDirectory
 from simulations.inprocess import run_inprocess
 
 SMALL = {"num-clients": 2, "num-rounds": 1, "samples-per-client": 30, "local-epochs": 1}
@@ -140,7 +141,7 @@ def test_a_run_directory_moved_elsewhere_resumes_from_its_new_folder(tmp_path):
     moved.parent.mkdir()
     shutil.copytree(run_dir.path, moved)
     shutil.rmtree(run_dir.path)
-    resumed = resume(type(run_dir)(moved))
+    resumed = resume(RunDirectory(moved))
     assert resumed.path == moved
     assert [row["round"] for row in resumed.read_rows("rounds.jsonl")] == [0, 1, 2]
 
