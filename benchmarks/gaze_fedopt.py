@@ -8,6 +8,8 @@ without momentum), each a resumable matrix (:func:`simulations.matrix.run_matrix
     python -m benchmarks.gaze_fedopt grid        # server lr x tau per optimizer at that client lr
     python -m benchmarks.gaze_fedopt compare     # the best of each, --rounds 40, seeds 0-4, paired
                                                  # per-seed ratios to FedAvg, curves, references
+    python -m benchmarks.gaze_fedopt snapshot    # compare's report of a compare still running (same
+                                                 # options): every cell up to the last round all logged
 
 ``grid`` searches FedAdam (beta2 = 0.999 with Adam's bias correction), FedYogi (beta2 = 0.999) and
 FedAdagrad over server lr {10^-2, 10^-1.5, 10^-1, 10^-0.5, 1} x tau {1e-3, 1e-2, 1e-1} (so eta ~ 10
@@ -35,8 +37,8 @@ from fedpersonal.config import RunConfig
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.tasks.gaze import GazeTask
 from fedpersonal.training import SGDSettings, sgd_optimizer, stack, train_epochs
-from simulations.matrix import MatrixReport, Variant, plan_cells, run_matrix
-from simulations.matrix.runner import sigterm_as_exit
+from simulations.matrix import Cell, MatrixReport, Variant, plan_cells, read_progress, run_matrix
+from simulations.matrix.runner import run_directory, sigterm_as_exit
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, benchmark_row, invocation, paired_difference, write_benchmark
 from simulations.server_app import parse_run_config
 
@@ -217,9 +219,7 @@ def grid(args: argparse.Namespace) -> None:
 def compare(args: argparse.Namespace) -> None:
     """Every algorithm on every seed; JSON/Markdown rows and the error-vs-round plot."""
     out = args.out or MATRIX_DIR / args.name
-    args.client_lr = chosen("client-lr")["fedavg"]["lr"]
-    scenarios = {"fedavg": {"strategy": "fedavg"}, **chosen("grid")}
-    scenarios = {name: keys for name, keys in scenarios.items() if name in args.algorithms}
+    scenarios = compared_scenarios(args)
     results = federated_runs(args, scenarios, args.seeds, out)
     if args.references:
         labels, items = [], []
@@ -230,7 +230,61 @@ def compare(args: argparse.Namespace) -> None:
                 items.append((out / "references" / f"{name}-seed{seed}.json", cfg, pooled))
         for (name, seed), result in zip(labels, references(items, args.jobs)):
             results.setdefault(name, {})[seed] = result
+    write_comparison(args, scenarios, results, args.rounds)
 
+
+def snapshot(args: argparse.Namespace) -> None:
+    """``compare``'s report of a compare that is still running (or stopped): every cell of its matrix
+    folder up to the last round all of them have logged; nothing is trained. A long grid's progress can
+    be committed this way while it runs, and the finished ``compare`` replaces it."""
+    out = args.out or MATRIX_DIR / args.name
+    scenarios = compared_scenarios(args)
+    results, reached = logged_results(out, list(scenarios), args.seeds)
+    status = (f"In progress: every cell has logged round {reached} of {args.rounds}; this report stops there "
+              f"(`snapshot` of {out}).")  # fmt: skip
+    write_comparison(args, scenarios, results, reached, status)
+
+
+def compared_scenarios(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """FedAvg and the grid's chosen point of each of ``--algorithms`` (label -> run-config keys); sets
+    the client lr that client-lr chose."""
+    args.client_lr = chosen("client-lr")["fedavg"]["lr"]
+    scenarios = {"fedavg": {"strategy": "fedavg"}, **chosen("grid")}
+    return {name: keys for name, keys in scenarios.items() if name in args.algorithms}
+
+
+def logged_results(
+    out: Path, algorithms: list[str], seeds: list[int]
+) -> tuple[dict[str, dict[int, dict[str, Any]]], int]:
+    """Each cell's curve and per-user errors as :func:`federated_runs` gives them, cut at the last round
+    every cell has logged (that round is returned too), read from the cells' logs under ``out``."""
+    logged = {}
+    for name in algorithms:
+        for seed in seeds:
+            cell_dir = out / Cell("gaze", name, seed, {}).name
+            run_dir = run_directory(cell_dir) if cell_dir.is_dir() else None
+            if run_dir is None:
+                raise SystemExit(f"cell {cell_dir} has not started: run compare with the same --out first")
+            logged[name, seed] = read_progress(run_dir, METRIC)
+    reached = min(max(set(p.curve) & set(p.clients), default=-1) for p in logged.values())
+    if reached < 1:
+        raise SystemExit(f"not every cell under {out} has finished a round yet")
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for (name, seed), progress in logged.items():
+        curve = [progress.curve[r] for r in range(reached + 1)]
+        results.setdefault(name, {})[seed] = {"curve": curve, "users": list(progress.clients[reached])}
+    return results, reached
+
+
+def write_comparison(
+    args: argparse.Namespace,
+    scenarios: dict[str, dict[str, Any]],
+    results: dict[str, dict[int, dict[str, Any]]],
+    rounds: int,
+    status: str = "",
+) -> None:
+    """The rows (final error and worst 10% per algorithm), the ratio, horizon and plateau notes and the
+    plot of ``results`` after ``rounds`` rounds, as benchmarks/results/<--name>.{json,md,png}."""
     rows = []
     for name, per_seed in results.items():
         users = {seed: r["users"] for seed, r in per_seed.items()}
@@ -247,21 +301,23 @@ def compare(args: argparse.Namespace) -> None:
         "scenarios": scenarios,
         "references": "client SGD for rounds x local-epochs epochs",
         "seeds": args.seeds,
+        "rounds_reported": rounds,
         "curves": {name: np.mean([r["curve"] for r in s.values()], axis=0).tolist() for name, s in results.items()},
     }
     notes = (
-        ratio_table(rows)
+        (status + "\n\n" if status else "")
+        + ratio_table(rows)
         + "\n\n"
-        + horizon_table(results, [args.rounds * quarter // 4 for quarter in (1, 2, 3, 4)])
+        + horizon_table(results, [rounds * quarter // 4 for quarter in (1, 2, 3, 4)])
         + "\n\n"
-        + plateau(config["curves"]["fedavg"])
+        + plateau(config["curves"]["fedavg"], max(1, rounds // 4))
         + f"\n\nPlot (error per round, mean over seeds): {args.name}.png. {args.notes}"
     )
     write_benchmark(args.name, invocation(), config, rows, notes=notes)
     print(notes)
 
 
-def plateau(curve: list[float], window: int = 10) -> str:
+def plateau(curve: list[float], window: int) -> str:
     """Whether FedAvg's mean curve has flattened: its error ``window`` rounds before the end and at
     the end."""
     before, last = curve[-1 - window], curve[-1]
@@ -284,11 +340,14 @@ def ratio_table(rows: list[dict[str, Any]]) -> str:
         if row["metric"] != FINAL or row["algorithm"] == "fedavg" or row["algorithm"] in REFERENCES:
             continue
         interval = ratio_interval({int(seed): value for seed, value in row["per_seed"].items()}, fedavg_per_seed)
-        verdict = ("no difference shown (contains 1)" if interval["low"] <= 1 <= interval["high"]
-                   else "better than FedAvg" if interval["high"] < 1 else "worse than FedAvg")  # fmt: skip
-        paper = ("inside the interval" if interval["low"] <= PAPER_RATIO <= interval["high"]
-                 else "larger gain here" if interval["high"] < PAPER_RATIO else "smaller gain here")  # fmt: skip
-        lines.append(f"| {row['algorithm']} | {interval['mean']:.3f} | [{interval['low']:.3f}, {interval['high']:.3f}] "
+        if len(interval["seeds"]) < 2:
+            verdict = paper = "one seed: no interval, no verdict"
+        else:
+            verdict = ("no difference shown (contains 1)" if interval["low"] <= 1 <= interval["high"]
+                       else "better than FedAvg" if interval["high"] < 1 else "worse than FedAvg")  # fmt: skip
+            paper = ("inside the interval" if interval["low"] <= PAPER_RATIO <= interval["high"]
+                     else "larger gain here" if interval["high"] < PAPER_RATIO else "smaller gain here")  # fmt: skip
+        lines.append(f"| {row['algorithm']} | {interval['mean']:.3f} | {bounds(interval)} "
                      f"| {len(interval['seeds'])} | {verdict} | {paper} |")  # fmt: skip
     claim = f"The seed paper reports {PAPER_RATIO} for its best pseudo-gradient optimizer (10.63 -> 8.95 deg)."
     return claim + "\n\n" + "\n".join(lines)
@@ -298,6 +357,13 @@ def ratio_interval(values: dict[int, float], fedavg: dict[int, float]) -> dict[s
     """The per-seed ratio ``values / fedavg`` over the seeds both have: its mean and 95% t interval."""
     ratios = {seed: values[seed] / fedavg[seed] for seed in values if seed in fedavg}
     return paired_difference(ratios, {seed: 0.0 for seed in ratios})
+
+
+def bounds(interval: dict[str, Any]) -> str:
+    """``[low, high]`` of a :func:`ratio_interval`, or ``(1 seed)`` where it has no interval."""
+    if len(interval["seeds"]) < 2:
+        return "(1 seed)"
+    return f"[{interval['low']:.3f}, {interval['high']:.3f}]"
 
 
 def horizon_table(results: dict[str, dict[int, dict[str, Any]]], horizons: list[int]) -> str:
@@ -315,8 +381,7 @@ def horizon_table(results: dict[str, dict[int, dict[str, Any]]], horizons: list[
         if name == "fedavg" or name in REFERENCES:
             continue
         cells = [ratio_interval(at[name][r], at["fedavg"][r]) for r in horizons]
-        lines.append(f"| {name} / FedAvg | " + " | ".join(f"{c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
-                                                          for c in cells) + " |")  # fmt: skip
+        lines.append(f"| {name} / FedAvg | " + " | ".join(f"{c['mean']:.3f} {bounds(c)}" for c in cells) + " |")
     seeds = len(fedavg)
     return f"Ratio to FedAvg by round (global error, per-seed ratio, 95% CI, {seeds} seeds):\n\n" + "\n".join(lines)
 
@@ -332,7 +397,8 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
     for name, per_seed in results.items():
         curves = np.array([r["curve"] for r in per_seed.values()])
         style = "--" if name in REFERENCES else "-"
-        axes.plot(range(curves.shape[1]), curves.mean(0), style, marker="o", markersize=3, label=name)
+        marker = "o" if curves.shape[1] <= 61 else None  # a marker per round only where they stay apart
+        axes.plot(range(curves.shape[1]), curves.mean(0), style, marker=marker, markersize=3, label=name)
     axes.set(
         xlabel="round (references: every local-epochs epochs)",
         ylabel="mean angular error (deg)",
@@ -349,7 +415,7 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["client-lr", "grid", "compare"])
+    parser.add_argument("mode", choices=["client-lr", "grid", "compare", "snapshot"])
     parser.add_argument("--rounds", type=int, default=None, help="default: 10 to tune, 40 to compare")
     parser.add_argument("--clients", type=int, default=15)
     parser.add_argument("--samples", type=int, default=600)
@@ -365,10 +431,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="matrix folder of compare (finished runs are reused)")
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once (worker processes)")
     args = parser.parse_args()
-    args.rounds = args.rounds or (40 if args.mode == "compare" else 10)
+    args.rounds = args.rounds or (10 if args.mode in ("client-lr", "grid") else 40)
     args.client_lr = 0.03  # client-lr searches it; grid and compare read the chosen one
     torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads run several times slower
-    {"client-lr": client_lr, "grid": grid, "compare": compare}[args.mode](args)
+    {"client-lr": client_lr, "grid": grid, "compare": compare, "snapshot": snapshot}[args.mode](args)
 
 
 if __name__ == "__main__":

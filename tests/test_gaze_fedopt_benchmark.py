@@ -1,6 +1,9 @@
 """The gaze FedOpt benchmark's statistics and its resumable references."""
 
+import json
+
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -48,7 +51,7 @@ def test_a_finished_reference_is_reused_and_a_changed_config_runs_again(tmp_path
 
 def test_the_plateau_line_compares_the_last_rounds_of_fedavgs_curve():
     curve = [20.0] + [10.0 - 0.1 * r for r in range(1, 41)]  # round 30: 7.0, round 40: 6.0
-    line = gaze_fedopt.plateau(curve)
+    line = gaze_fedopt.plateau(curve, 10)
     assert "7.000 deg at round 30, 6.000 deg at round 40 (-14.3% over the last 10 rounds)" in line
 
 
@@ -99,3 +102,32 @@ def test_the_horizon_table_is_the_per_seed_ratio_at_each_round_of_the_curves():
     assert "| FedAvg error (deg) | 11.000 | 7.000 |" in table
     assert f"| fedadam / FedAvg | 0.625 [{0.625 - half:.3f}, {0.625 + half:.3f}] | 0.875 [{0.875 - half:.3f}," in table
     assert "centralized" not in table and "2 seeds" in table
+
+
+def write_cell(out, algorithm, seed, errors):
+    """A cell's run directory as the runner leaves it mid-run: config, rounds and client rows of rounds
+    0..len(errors)-1 (two users, each ``error`` -/+ 1), no summary."""
+    run_dir = out / f"gaze__{algorithm}__seed{seed}" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    rounds = [{"round": r, "global-angular-error": e} for r, e in enumerate(errors)]
+    clients = [{"round": r, "phase": "evaluate", "angular-error": e + d} for r, e in enumerate(errors) for d in (-1, 1)]
+    for name, rows in (("rounds.jsonl", rounds), ("clients.jsonl", clients)):
+        (run_dir / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_a_snapshot_cuts_every_cell_at_the_last_round_all_of_them_logged(tmp_path):
+    write_cell(tmp_path, "fedavg", 0, [20.0, 10.0, 8.0, 7.0])
+    write_cell(tmp_path, "fedadam", 0, [20.0, 6.0, 4.0])  # one round behind
+    results, reached = gaze_fedopt.logged_results(tmp_path, ["fedavg", "fedadam"], [0])
+    assert reached == 2
+    assert results["fedavg"][0] == {"curve": [20.0, 10.0, 8.0], "users": [7.0, 9.0]}
+    assert results["fedadam"][0] == {"curve": [20.0, 6.0, 4.0], "users": [3.0, 5.0]}
+    with pytest.raises(SystemExit, match="gaze__fedyogi__seed0 has not started"):
+        gaze_fedopt.logged_results(tmp_path, ["fedavg", "fedyogi"], [0])
+
+
+def test_one_seed_gives_a_ratio_without_an_interval_or_a_verdict():
+    table = gaze_fedopt.ratio_table([final_row("fedavg", {0: 8.0}), final_row("fedadam", {0: 4.0})])
+    assert "| fedadam | 0.500 | (1 seed) | 1 | one seed: no interval, no verdict |" in table
+    assert "better than FedAvg" not in table

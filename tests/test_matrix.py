@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from fedpersonal.config import ConfigError
+from fedpersonal.results import RunDirectory
 from simulations import inprocess
 from simulations.loop import RoundLoop
-from simulations.matrix import algorithm, parse_assignments, plan_cells, run_matrix, scenario
+from simulations.matrix import algorithm, parse_assignments, plan_cells, read_progress, run_matrix, scenario
 from simulations.matrix.plan import Variant
 from simulations.matrix.progress import Progress
 from simulations.matrix.runner import sigterm_as_exit
@@ -354,3 +355,18 @@ def test_a_sigterm_inside_sigterm_as_exit_exits_normally_and_the_handler_is_rest
     assert exit_info.value.code == 128 + signal.SIGTERM
     assert cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_progress_of_an_unfinished_cell_is_read_from_its_round_and_client_logs(tmp_path):
+    files = RunDirectory(tmp_path)
+    rounds, clients = [], []
+    for r, error in enumerate([9.0, 5.0]):
+        rounds.append({"round": r, "global-angular-error": error, "time-s": 1.0})
+        clients += [{"round": r, "phase": "evaluate", "angular-error": error + offset} for offset in (-2.0, 2.0)]
+    clients.append({"round": 1, "phase": "train", "angular-error": 0.0})  # not an evaluation
+    files.append_rows("rounds.jsonl", rounds)
+    files.append_rows("clients.jsonl", clients)
+    progress = read_progress(tmp_path, "angular-error")
+    assert progress.curve == {0: 9.0, 1: 5.0}
+    assert progress.clients == {0: (7.0, 11.0), 1: (3.0, 7.0)}
+    assert not (tmp_path / "summary.json").exists()  # read_cell would need it

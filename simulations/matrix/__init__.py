@@ -17,13 +17,14 @@ Python API, e.g. for a benchmark script::
     write_benchmark("my_comparison", invocation(), report.config, report.rows)
 """
 
-from simulations.matrix.collect import CellResult, MetricValues, read_cell
+from simulations.matrix.collect import CellProgress, CellResult, MetricValues, read_cell, read_progress
 from simulations.matrix.plan import Cell, Variant, algorithm, parse_assignments, plan_cells, scenario
 from simulations.matrix.plots import plot_matrix
 from simulations.matrix.runner import MatrixReport, Outcome, run_matrix, write_report
 
 __all__ = [
     "Cell",
+    "CellProgress",
     "CellResult",
     "MatrixReport",
     "MetricValues",
@@ -34,6 +35,7 @@ __all__ = [
     "plan_cells",
     "plot_matrix",
     "read_cell",
+    "read_progress",
     "run_matrix",
     "scenario",
     "write_report",

@@ -68,3 +68,24 @@ def read_cell(cell: Cell, run_dir: Path, extra: Mapping[str, str] | None = None)
             continue
         metrics[name] = MetricValues(better=better, curve=curve, final=final, clients=clients)
     return CellResult(cell, Path(run_dir), primary, metrics)
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """What a cell has logged so far, finished or not (a long cell read while it runs)."""
+
+    curve: Mapping[int, float]  # round -> global (example-weighted) value of the metric
+    clients: Mapping[int, tuple[float, ...]]  # round -> each client's value (evaluate phase)
+
+
+def read_progress(run_dir: Path, metric: str) -> CellProgress:
+    """``metric`` in every round ``run_dir`` has logged, from ``rounds.jsonl`` and ``clients.jsonl``
+    alone (no ``summary.json`` needed), so an unfinished cell can be reported while it runs."""
+    files = RunDirectory(run_dir)
+    key = round_key(metric)
+    curve = {row["round"]: float(row[key]) for row in files.read_rows("rounds.jsonl") if key in row}
+    clients: dict[int, list[float]] = {}
+    for row in files.read_rows("clients.jsonl"):
+        if row.get("phase") == "evaluate" and metric in row:
+            clients.setdefault(row["round"], []).append(float(row[metric]))
+    return CellProgress(curve=curve, clients={r: tuple(v) for r, v in clients.items()})
