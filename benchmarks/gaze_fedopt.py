@@ -382,8 +382,13 @@ def horizon_table(results: dict[str, dict[int, dict[str, Any]]], horizons: list[
             continue
         cells = [ratio_interval(at[name][r], at["fedavg"][r]) for r in horizons]
         lines.append(f"| {name} / FedAvg | " + " | ".join(f"{c['mean']:.3f} {bounds(c)}" for c in cells) + " |")
-    seeds = len(fedavg)
-    return f"Ratio to FedAvg by round (global error, per-seed ratio, 95% CI, {seeds} seeds):\n\n" + "\n".join(lines)
+    title = f"Ratio to FedAvg by round (global error, per-seed ratio, 95% CI, {seed_count(fedavg)}):"
+    return title + "\n\n" + "\n".join(lines)
+
+
+def seed_count(per_seed: dict[int, Any]) -> str:
+    """``1 seed``, ``5 seeds``."""
+    return f"{len(per_seed)} seed{'' if len(per_seed) == 1 else 's'}"
 
 
 def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
@@ -394,17 +399,19 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    length = len(next(iter(results["fedavg"].values()))["curve"])
+    long = length > 61  # no marker per round, and the first rounds' spikes cut off to show the plateau
     for name, per_seed in results.items():
         curves = np.array([r["curve"] for r in per_seed.values()])
         style = "--" if name in REFERENCES else "-"
-        marker = "o" if curves.shape[1] <= 61 else None  # a marker per round only where they stay apart
-        axes.plot(range(curves.shape[1]), curves.mean(0), style, marker=marker, markersize=3, label=name)
+        axes.plot(range(length), curves.mean(0), style, marker=None if long else "o", markersize=3, label=name)
     axes.set(
         xlabel="round (references: every local-epochs epochs)",
         ylabel="mean angular error (deg)",
-        title=f"Gaze, embedded data: error vs round ({len(next(iter(results.values())))} seeds)",
+        title=f"Gaze, embedded data: error vs round ({seed_count(results['fedavg'])})",
     )
-    axes.set_ylim(bottom=0)
+    fedavg_early = float(np.mean([r["curve"][length // 10] for r in results["fedavg"].values()]))
+    axes.set_ylim(bottom=0, top=1.5 * fedavg_early if long else None)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

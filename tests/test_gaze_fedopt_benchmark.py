@@ -131,3 +131,6 @@ def test_one_seed_gives_a_ratio_without_an_interval_or_a_verdict():
     table = gaze_fedopt.ratio_table([final_row("fedavg", {0: 8.0}), final_row("fedadam", {0: 4.0})])
     assert "| fedadam | 0.500 | (1 seed) | 1 | one seed: no interval, no verdict |" in table
     assert "better than FedAvg" not in table
+    one = {"fedavg": {0: {"curve": [20.0, 8.0]}}, "fedadam": {0: {"curve": [20.0, 4.0]}}}
+    horizon = gaze_fedopt.horizon_table(one, [1])
+    assert "95% CI, 1 seed):" in horizon and "| fedadam / FedAvg | 0.500 (1 seed) |" in horizon
