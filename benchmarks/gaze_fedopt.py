@@ -55,6 +55,7 @@ ADAPTIVE: dict[str, dict[str, Any]] = {
 }
 FEDAVGM_LRS = (0.3, 1.0, 3.0)
 METRIC = "angular-error"
+SCENARIO = "gaze"  # the matrix scenario of every federated run (the cells' folder prefix)
 PAPER_RATIO = 0.842  # FedGaze: best pseudo-gradient optimizer / FedAvg, 8.95 / 10.63 deg
 FINAL = "final angular error (deg), each user's test split"
 WORST10 = "final angular error (deg), mean of the worst 10% users"
@@ -71,7 +72,7 @@ def federated_runs(
     algorithm and seed, the global error per round (``curve``) and each user's final error (``users``).
     A failed cell raises, unless ``failures`` is given: then it receives label -> the error's last line
     (a tuning grid keeps the points that diverged as results)."""
-    cells = plan_cells([Variant("gaze", scale_keys(args))], [Variant(k, v) for k, v in algorithms.items()], seeds)
+    cells = plan_cells([Variant(SCENARIO, scale_keys(args))], [Variant(k, v) for k, v in algorithms.items()], seeds)
     report: MatrixReport = run_matrix(cells, out, command=invocation(), jobs=args.jobs)
     if failures is None:
         report.runs()  # raises naming any failed cell
@@ -261,7 +262,7 @@ def logged_results(
     logged = {}
     for name in algorithms:
         for seed in seeds:
-            cell_dir = out / Cell("gaze", name, seed, {}).name
+            cell_dir = out / Cell(SCENARIO, name, seed, {}).name
             run_dir = run_directory(cell_dir) if cell_dir.is_dir() else None
             if run_dir is None:
                 raise SystemExit(f"cell {cell_dir} has not started: run compare with the same --out first")

@@ -1,13 +1,12 @@
 """The gaze FedOpt benchmark's statistics and its resumable references."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
 from benchmarks import gaze_fedopt
+from fedpersonal.results import RunDirectory
 from simulations.reporting import benchmark_row
 from simulations.server_app import parse_run_config
 
@@ -107,13 +106,12 @@ def test_the_horizon_table_is_the_per_seed_ratio_at_each_round_of_the_curves():
 def write_cell(out, algorithm, seed, errors):
     """A cell's run directory as the runner leaves it mid-run: config, rounds and client rows of rounds
     0..len(errors)-1 (two users, each ``error`` -/+ 1), no summary."""
-    run_dir = out / f"gaze__{algorithm}__seed{seed}" / "run"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")
-    rounds = [{"round": r, "global-angular-error": e} for r, e in enumerate(errors)]
+    files = RunDirectory(out / f"gaze__{algorithm}__seed{seed}" / "run")
+    files.path.mkdir(parents=True)
+    (files.path / "config.json").write_text("{}")
+    files.append_rows("rounds.jsonl", [{"round": r, "global-angular-error": e} for r, e in enumerate(errors)])
     clients = [{"round": r, "phase": "evaluate", "angular-error": e + d} for r, e in enumerate(errors) for d in (-1, 1)]
-    for name, rows in (("rounds.jsonl", rounds), ("clients.jsonl", clients)):
-        (run_dir / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    files.append_rows("clients.jsonl", clients)
 
 
 def test_a_snapshot_cuts_every_cell_at_the_last_round_all_of_them_logged(tmp_path):
