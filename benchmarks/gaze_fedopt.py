@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ ADAPTIVE: dict[str, dict[str, Any]] = {
 FEDAVGM_LRS = (0.3, 1.0, 3.0)
 METRIC = "angular-error"
 SCENARIO = "gaze"  # the matrix scenario of every federated run (the cells' folder prefix)
+PLATEAU_CHANGE = 0.01  # FedAvg has plateaued when its error moved less than this over the last tenth of the run
 PAPER_RATIO = 0.842  # FedGaze: best pseudo-gradient optimizer / FedAvg, 8.95 / 10.63 deg
 FINAL = "final angular error (deg), each user's test split"
 WORST10 = "final angular error (deg), mean of the worst 10% users"
@@ -311,21 +313,65 @@ def write_comparison(
         + "\n\n"
         + horizon_table(results, [rounds * quarter // 4 for quarter in (1, 2, 3, 4)])
         + "\n\n"
-        + plateau(config["curves"]["fedavg"], max(1, rounds // 4))
+        + speedup_table(results)
+        + "\n\n"
+        + plateau(config["curves"]["fedavg"])
         + f"\n\nPlot (error per round, mean over seeds): {args.name}.png. {args.notes}"
     )
     write_benchmark(args.name, invocation(), config, rows, notes=notes)
     print(notes)
 
 
-def plateau(curve: list[float], window: int) -> str:
-    """Whether FedAvg's mean curve has flattened: its error ``window`` rounds before the end and at
-    the end."""
-    before, last = curve[-1 - window], curve[-1]
+def plateau(curve: list[float], spans: int = 4) -> str:
+    """Whether FedAvg's mean curve has flattened: its relative change over each of the last ``spans``
+    tenths of the run with the local power of the round it falls as (``error ~ round^p``; a plateau
+    has ``p`` near 0), and the verdict of :data:`PLATEAU_CHANGE` on the last tenth."""
+    rounds = len(curve) - 1
+    span = max(1, rounds // 10)
+    marks = [r for r in range(rounds, rounds - spans * span - 1, -span) if r >= 0][::-1]
+    changes = [(start, end, (curve[end] - curve[start]) / curve[start]) for start, end in zip(marks, marks[1:])]
+    verdict = "has plateaued" if abs(changes[-1][2]) < PLATEAU_CHANGE else "has not plateaued"
+    steps = ", ".join(f"rounds {start}-{end} {change:+.1%}{power(curve, start, end)}" for start, end, change in changes)
     return (
-        f"FedAvg's plateau: mean error {before:.3f} deg at round {len(curve) - 1 - window}, {last:.3f} deg at "
-        f"round {len(curve) - 1} ({(last - before) / before:+.1%} over the last {window} rounds)."
+        f"FedAvg's plateau: mean error {curve[-1]:.3f} deg at round {rounds}; its change per {span} rounds: {steps}. "
+        f"FedAvg {verdict} (a plateau: under {PLATEAU_CHANGE:.0%} over the last tenth of the run)."
     )
+
+
+def power(curve: list[float], start: int, end: int) -> str:
+    """`` (round^p)``: the power of the round the error falls as between two rounds (log-log slope),
+    empty from round 0."""
+    if start == 0:
+        return ""
+    return f" (round^{math.log(curve[end] / curve[start]) / math.log(end / start):.2f})"
+
+
+def speedup_table(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """The round at which each optimizer first reaches FedAvg's final error on the same seed, and the
+    speed-up in rounds (FedAvg's rounds to its own final error over the optimizer's). Unlike a ratio
+    of errors, it does not shrink merely because FedAvg's curve flattens."""
+    fedavg = {seed: run["curve"] for seed, run in results["fedavg"].items()}
+    # FedAvg reaches its own final error by its last round at the latest
+    fedavg_rounds = {seed: first_round_below(curve, curve[-1]) or len(curve) - 1 for seed, curve in fedavg.items()}
+    lines = [
+        "| optimizer | round it reaches FedAvg's final error (per seed) | speed-up in rounds (per-seed mean) |",
+        "|---|---|---|",
+    ]
+    for name, per_seed in results.items():
+        if name == "fedavg" or name in REFERENCES:
+            continue
+        reached = {seed: first_round_below(run["curve"], fedavg[seed][-1]) for seed, run in per_seed.items()}
+        per_seed_rounds = ", ".join("not reached" if r is None else str(r) for r in reached.values())
+        speedups = [fedavg_rounds[seed] / r for seed, r in reached.items() if r]
+        speedup = f"{np.mean(speedups):.1f}x" if len(speedups) == len(reached) else "-"
+        lines.append(f"| {name} | {per_seed_rounds} | {speedup} |")
+    title = f"Rounds to FedAvg's final error (global error, {seed_count(fedavg)}):"
+    return title + "\n\n" + "\n".join(lines)
+
+
+def first_round_below(curve: list[float], target: float) -> int | None:
+    """The first round whose error is at or below ``target``, or None."""
+    return next((r for r, error in enumerate(curve) if error <= target), None)
 
 
 def ratio_table(rows: list[dict[str, Any]]) -> str:
@@ -393,26 +439,36 @@ def seed_count(per_seed: dict[int, Any]) -> str:
 
 
 def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
-    """Mean (over seeds) global angular error vs round for every algorithm."""
+    """Mean (over seeds) global angular error vs round for every algorithm; a long run (more than 61
+    rounds) adds the same curves on log-log axes, where an error falling as a power of the round is a
+    straight line and a plateau bends flat."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
     length = len(next(iter(results["fedavg"].values()))["curve"])
     long = length > 61  # no marker per round, and the first rounds' spikes cut off to show the plateau
-    for name, per_seed in results.items():
-        curves = np.array([r["curve"] for r in per_seed.values()])
+    figure, panels = plt.subplots(1, 2 if long else 1, figsize=(12 if long else 7, 4.5), squeeze=False)
+    axes = panels[0][0]
+    means = {name: np.mean([r["curve"] for r in per_seed.values()], axis=0) for name, per_seed in results.items()}
+    for name, mean in means.items():
         style = "--" if name in REFERENCES else "-"
-        axes.plot(range(length), curves.mean(0), style, marker=None if long else "o", markersize=3, label=name)
-    axes.set(
-        xlabel="round (references: every local-epochs epochs)",
-        ylabel="mean angular error (deg)",
-        title=f"Gaze, embedded data: error vs round ({seed_count(results['fedavg'])})",
-    )
-    fedavg_early = float(np.mean([r["curve"][length // 10] for r in results["fedavg"].values()]))
-    axes.set_ylim(bottom=0, top=1.5 * fedavg_early if long else None)
+        axes.plot(range(length), mean, style, marker=None if long else "o", markersize=3, label=name)
+    title = f"Gaze, embedded data: error vs round ({seed_count(results['fedavg'])})"
+    axes.set(xlabel="round (references: every local-epochs epochs)", ylabel="mean angular error (deg)", title=title)
+    axes.set_ylim(bottom=0, top=1.5 * means["fedavg"][length // 10] if long else None)
+    if long:
+        loglog = panels[0][1]
+        for name, mean in means.items():
+            loglog.loglog(range(1, length), mean[1:], "--" if name in REFERENCES else "-", label=name)
+        loglog.set(
+            xlabel="round (log)", ylabel="mean angular error (deg, log)", title="log-log: slope = power of round"
+        )
+        ticks = [1, 2, 3, 5, 10, 20, 40]
+        loglog.set_yticks(ticks, labels=[str(t) for t in ticks], minor=False)
+        loglog.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        loglog.grid(alpha=0.3, which="both")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

@@ -48,10 +48,39 @@ def test_a_finished_reference_is_reused_and_a_changed_config_runs_again(tmp_path
     assert first == {"curve": [20.0, 3.0], "users": [1.0, 2.0]}
 
 
-def test_the_plateau_line_compares_the_last_rounds_of_fedavgs_curve():
-    curve = [20.0] + [10.0 - 0.1 * r for r in range(1, 41)]  # round 30: 7.0, round 40: 6.0
-    line = gaze_fedopt.plateau(curve, 10)
-    assert "7.000 deg at round 30, 6.000 deg at round 40 (-14.3% over the last 10 rounds)" in line
+def test_the_plateau_line_gives_fedavgs_change_per_tenth_of_the_run_and_its_verdict():
+    falling = [20.0] + [10.0 - 0.1 * r for r in range(1, 41)]  # 4-round spans, the last four from round 24
+    line = gaze_fedopt.plateau(falling)
+    # 7.6 -> 7.2: -5.3%, ln(7.2 / 7.6) / ln(28 / 24) = -0.35; 6.4 -> 6.0: -6.3%, ln(6 / 6.4) / ln(40 / 36) = -0.61
+    assert "6.000 deg at round 40; its change per 4 rounds: rounds 24-28 -5.3% (round^-0.35), " in line
+    assert "rounds 36-40 -6.3% (round^-0.61). FedAvg has not plateaued" in line
+
+    flat = [20.0] + [5.0 + 10.0 / r for r in range(1, 101)]  # 5.125 -> 5.111 -> 5.100
+    line = gaze_fedopt.plateau(flat, spans=2)
+    assert (
+        "per 10 rounds: rounds 80-90 -0.3% (round^-0.02), rounds 90-100 -0.2% (round^-0.02). FedAvg has plateaued"
+        in line
+    )
+    short = gaze_fedopt.plateau([20.0, 19.0])  # one round: one 1-round span
+    assert short.endswith(
+        "rounds 0-1 -5.0%. FedAvg has not plateaued (a plateau: under 1% over the last tenth of the run)."
+    )
+
+
+def test_the_plateau_line_gives_the_power_of_the_round_the_error_falls_as():
+    power_law = [20.0] + [8.0 * r**-0.5 for r in range(1, 101)]  # error ~ round^-0.5 at every span
+    line = gaze_fedopt.plateau(power_law, spans=1)
+    assert line.split("rounds: ")[1].startswith("rounds 90-100 -5.1% (round^-0.50).")  # sqrt(90/100) - 1
+
+
+def test_the_speedup_is_the_round_each_optimizer_first_reaches_fedavgs_final_error_per_seed():
+    fedavg = {0: {"curve": [20.0, 8.0, 6.0, 5.0, 4.0]}, 1: {"curve": [20.0, 9.0, 7.0, 6.5, 6.0]}}
+    fast = {0: {"curve": [20.0, 5.0, 3.9, 3.0, 2.0]}, 1: {"curve": [20.0, 6.0, 5.0, 4.0, 3.0]}}  # round 2, round 1
+    slow = {0: {"curve": [20.0, 9.0, 8.0, 7.0, 6.0]}, 1: {"curve": [20.0, 9.0, 8.0, 7.0, 5.9]}}  # never, round 4
+    table = gaze_fedopt.speedup_table({"fedavg": fedavg, "fast": fast, "slow": slow, "centralized": fast})
+    assert "| fast | 2, 1 | 3.0x |" in table  # 4 / 2 and 4 / 1
+    assert "| slow | not reached, 4 | - |" in table
+    assert "centralized" not in table and "2 seeds" in table
 
 
 def test_references_in_two_workers_equal_those_run_one_after_another(tmp_path):
