@@ -73,13 +73,14 @@ def test_the_plateau_line_gives_the_power_of_the_round_the_error_falls_as():
     assert line.split("rounds: ")[1].startswith("rounds 90-100 -5.1% (round^-0.50).")  # sqrt(90/100) - 1
 
 
-def test_the_speedup_is_the_round_each_optimizer_first_reaches_fedavgs_final_error_per_seed():
+def test_the_speedup_is_the_round_each_optimizer_first_reaches_fedavgs_error_of_each_horizon_per_seed():
     fedavg = {0: {"curve": [20.0, 8.0, 6.0, 5.0, 4.0]}, 1: {"curve": [20.0, 9.0, 7.0, 6.5, 6.0]}}
-    fast = {0: {"curve": [20.0, 5.0, 3.9, 3.0, 2.0]}, 1: {"curve": [20.0, 6.0, 5.0, 4.0, 3.0]}}  # round 2, round 1
-    slow = {0: {"curve": [20.0, 9.0, 8.0, 7.0, 6.0]}, 1: {"curve": [20.0, 9.0, 8.0, 7.0, 5.9]}}  # never, round 4
-    table = gaze_fedopt.speedup_table({"fedavg": fedavg, "fast": fast, "slow": slow, "centralized": fast})
-    assert "| fast | 2, 1 | 3.0x |" in table  # 4 / 2 and 4 / 1
-    assert "| slow | not reached, 4 | - |" in table
+    fast = {0: {"curve": [20.0, 5.0, 3.9, 3.0, 2.0]}, 1: {"curve": [20.0, 6.0, 5.0, 4.0, 3.0]}}
+    slow = {0: {"curve": [20.0, 9.0, 8.0, 7.0, 6.0]}, 1: {"curve": [20.0, 9.0, 8.0, 7.0, 5.9]}}
+    table = gaze_fedopt.speedup_table({"fedavg": fedavg, "fast": fast, "slow": slow, "centralized": fast}, [2, 4])
+    # round 2 targets 6.0 / 7.0: fast reaches them at rounds 1 and 1 (2x); round 4 targets 4.0 / 6.0: rounds 2, 1
+    assert "| fast | 2.0x (1, 1) | 3.0x (2, 1) |" in table  # (4 / 2 + 4 / 1) / 2
+    assert "| slow | 0.6x (4, 3) | - (not reached, 4) |" in table  # (2 / 4 + 2 / 3) / 2; 4.0 never reached
     assert "centralized" not in table and "2 seeds" in table
 
 
