@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -100,11 +100,16 @@ class ReddiAdaptive(torch.optim.Optimizer):
                 state["step"] += 1
                 state["m"].mul_(beta1).add_(delta, alpha=1 - beta1)
                 SECOND_MOMENT_RULES[group["rule"]](state["v"], delta * delta, beta2)
-                lr = group["lr"]
-                if group["bias_correction"] != "none":
-                    t = state["step"] if group["bias_correction"] == "adam" else group["server-round"] + 1
-                    lr = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
-                param.addcdiv_(state["m"], state["v"].sqrt().add_(group["tau"]), value=lr)
+                param.addcdiv_(state["m"], state["v"].sqrt().add_(group["tau"]), value=step_lr(group, state["step"]))
+
+
+def step_lr(group: Mapping[str, Any], steps: int) -> float:
+    """``eta_t`` of a :class:`ReddiAdaptive` param group (or its ``state_dict()`` entry) at its
+    ``steps``-th step: ``eta``, times ``sqrt(1 - beta2^t) / (1 - beta1^t)`` with a bias correction."""
+    if group["bias_correction"] == "none":
+        return float(group["lr"])
+    t = steps if group["bias_correction"] == "adam" else group["server-round"] + 1
+    return float(group["lr"] * math.sqrt(1 - group["beta2"] ** t) / (1 - group["beta1"] ** t))
 
 
 # --- run-config sections -------------------------------------------------------------------
