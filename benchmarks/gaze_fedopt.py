@@ -314,6 +314,8 @@ def write_comparison(
         + "\n\n"
         + horizon_table(results, horizons)
         + "\n\n"
+        + tail_line(results)
+        + "\n\n"
         + speedup_table(results, horizons)
         + "\n\n"
         + plateau(config["curves"]["fedavg"])
@@ -435,6 +437,21 @@ def horizon_table(results: dict[str, dict[int, dict[str, Any]]], horizons: list[
         lines.append(f"| {name} / FedAvg | " + " | ".join(f"{c['mean']:.3f} {bounds(c)}" for c in cells) + " |")
     title = f"Ratio to FedAvg by round (global error, per-seed ratio, 95% CI, {seed_count(fedavg)}):"
     return title + "\n\n" + "\n".join(lines)
+
+
+def tail_line(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Each algorithm's mean error over the last tenth of the run (averaged over seeds) and, for the
+    optimizers, its per-seed ratio to FedAvg's: an end point that one round's oscillation does not set."""
+    rounds = len(next(iter(results["fedavg"].values()))["curve"]) - 1
+    first = rounds - max(1, rounds // 10) + 1
+    tails = {name: {seed: float(np.mean(run["curve"][first:])) for seed, run in per_seed.items()}
+             for name, per_seed in results.items() if name not in REFERENCES}  # fmt: skip
+    parts = [f"FedAvg {np.mean(list(tails['fedavg'].values())):.3f} deg"]
+    for name, tail in tails.items():
+        if name != "fedavg":
+            ratio = ratio_interval(tail, tails["fedavg"])
+            parts.append(f"{name} {np.mean(list(tail.values())):.3f} deg, {ratio['mean']:.3f}x {bounds(ratio)}")
+    return f"Mean error over the last tenth of the run (rounds {first}-{rounds}): " + "; ".join(parts) + "."
 
 
 def seed_count(per_seed: dict[int, Any]) -> str:

@@ -84,6 +84,15 @@ def test_the_speedup_is_the_round_each_optimizer_first_reaches_fedavgs_error_of_
     assert "centralized" not in table and "2 seeds" in table
 
 
+def test_the_tail_line_averages_the_last_tenth_of_the_run_per_seed():
+    fedavg = {0: {"curve": [20.0] + [4.0] * 18 + [3.0, 5.0]}, 1: {"curve": [20.0] + [6.0] * 18 + [6.0, 6.0]}}
+    adam = {0: {"curve": [20.0] + [2.0] * 18 + [1.0, 3.0]}, 1: {"curve": [20.0] + [3.0] * 18 + [3.0, 3.0]}}
+    line = gaze_fedopt.tail_line({"fedavg": fedavg, "fedadam": adam, "centralized": adam})
+    # 20 rounds: the last tenth is rounds 19-20; seed 0: 4.0 and 2.0 (ratio 0.5), seed 1: 6.0 and 3.0 (0.5)
+    assert line.startswith("Mean error over the last tenth of the run (rounds 19-20): FedAvg 5.000 deg; ")
+    assert "fedadam 2.500 deg, 0.500x [0.500, 0.500]." in line and "centralized" not in line
+
+
 def test_references_in_two_workers_equal_those_run_one_after_another(tmp_path):
     keys = {"num-clients": 2, "samples-per-client": 30, "num-rounds": 1, "local-epochs": 1, "momentum": 0.0}
     items = [
