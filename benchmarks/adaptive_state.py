@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedpersonal.checkpoint import load_checkpoint
+from fedpersonal.checkpoint import CHECKPOINT, load_checkpoint
 from simulations.matrix.runner import run_directory
 from simulations.reporting import invocation, machine_info, write_json_result
 from strategies.server_optimizers import step_lr
@@ -79,9 +79,9 @@ def layer_rows(strategy_state: dict[str, Any]) -> list[dict[str, Any]]:
 def checkpoint_report(path: Path) -> dict[str, Any]:
     """The round, optimizer settings and :func:`layer_rows` of the checkpoint under ``path``, with
     each layer's median absolute global weight."""
-    run_dir = path if (path / "checkpoint.pt").is_file() else run_directory(path)
-    if run_dir is None or not (run_dir / "checkpoint.pt").is_file():
-        raise SystemExit(f"{path}: no checkpoint.pt there or in its run folder")
+    run_dir = path if (path / CHECKPOINT).is_file() else run_directory(path)
+    if run_dir is None or not (run_dir / CHECKPOINT).is_file():
+        raise SystemExit(f"{path}: no {CHECKPOINT} there or in its run folder")
     checkpoint = load_checkpoint(run_dir)
     rows = layer_rows(checkpoint["strategy"])
     model = checkpoint["model"]

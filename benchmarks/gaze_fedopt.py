@@ -330,7 +330,7 @@ def plateau(curve: list[float], spans: int = 4) -> str:
     tenths of the run with the local power of the round it falls as (``error ~ round^p``; a plateau
     has ``p`` near 0), and the verdict of :data:`PLATEAU_CHANGE` on the last tenth."""
     rounds = len(curve) - 1
-    span = max(1, rounds // 10)
+    span = tenth(rounds)
     marks = [r for r in range(rounds, rounds - spans * span - 1, -span) if r >= 0][::-1]
     changes = [(start, end, (curve[end] - curve[start]) / curve[start]) for start, end in zip(marks, marks[1:])]
     verdict = "has plateaued" if abs(changes[-1][2]) < PLATEAU_CHANGE else "has not plateaued"
@@ -339,6 +339,11 @@ def plateau(curve: list[float], spans: int = 4) -> str:
         f"FedAvg's plateau: mean error {curve[-1]:.3f} deg at round {rounds}; its change per {span} rounds: {steps}. "
         f"FedAvg {verdict} (a plateau: under {PLATEAU_CHANGE:.0%} over the last tenth of the run)."
     )
+
+
+def tenth(rounds: int) -> int:
+    """The number of rounds in the last tenth of a run of ``rounds`` rounds (at least 1)."""
+    return max(1, rounds // 10)
 
 
 def power(curve: list[float], start: int, end: int) -> str:
@@ -355,17 +360,18 @@ def speedup_table(results: dict[str, dict[int, dict[str, Any]]], horizons: list[
     the per-seed mean). Unlike a ratio of errors, it does not shrink merely because FedAvg's curve
     flattens."""
     fedavg = {seed: run["curve"] for seed, run in results["fedavg"].items()}
+    # FedAvg reaches its own error of round h by round h at the latest
+    fedavg_rounds = {h: {seed: first_round_below(curve, curve[h]) or h for seed, curve in fedavg.items()}
+                     for h in horizons}  # fmt: skip
     lines = ["| | " + " | ".join(f"round {h}" for h in horizons) + " |", "|---" * (len(horizons) + 1) + "|"]
     for name, per_seed in results.items():
         if name == "fedavg" or name in REFERENCES:
             continue
         cells = []
         for h in horizons:
-            # FedAvg reaches its own error of round h by round h at the latest
-            fedavg_rounds = {seed: first_round_below(curve, curve[h]) or h for seed, curve in fedavg.items()}
             reached = {seed: first_round_below(run["curve"], fedavg[seed][h]) for seed, run in per_seed.items()}
             rounds = ", ".join("not reached" if r is None else str(r) for r in reached.values())
-            speedups = [fedavg_rounds[seed] / r for seed, r in reached.items() if r]
+            speedups = [fedavg_rounds[h][seed] / r for seed, r in reached.items() if r]
             cells.append(f"{np.mean(speedups):.1f}x ({rounds})" if len(speedups) == len(reached) else f"- ({rounds})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     title = (
@@ -443,7 +449,7 @@ def tail_line(results: dict[str, dict[int, dict[str, Any]]]) -> str:
     """Each algorithm's mean error over the last tenth of the run (averaged over seeds) and, for the
     optimizers, its per-seed ratio to FedAvg's: an end point that one round's oscillation does not set."""
     rounds = len(next(iter(results["fedavg"].values()))["curve"]) - 1
-    first = rounds - max(1, rounds // 10) + 1
+    first = rounds - tenth(rounds) + 1
     tails = {name: {seed: float(np.mean(run["curve"][first:])) for seed, run in per_seed.items()}
              for name, per_seed in results.items() if name not in REFERENCES}  # fmt: skip
     parts = [f"FedAvg {np.mean(list(tails['fedavg'].values())):.3f} deg"]
