@@ -16,7 +16,6 @@ folder is taken). Writes ``benchmarks/results/<name>.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 
 from fedpersonal.checkpoint import CHECKPOINT, load_checkpoint
 from simulations.matrix.runner import run_directory
-from simulations.reporting import invocation, machine_info, write_json_result
+from simulations.reporting import result_payload, write_json_result
 from strategies.server_optimizers import step_lr
 
 COLUMNS = {
@@ -111,10 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     reports = [checkpoint_report(path) for path in args.run_dirs]
     body = "\n\n".join(markdown(report) for report in reports)
-    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    payload = {"name": args.name, "command": invocation(), "machine": machine_info(), "created": created,
-               "checkpoints": reports}  # fmt: skip
-    write_json_result(args.name, payload, body)
+    write_json_result(args.name, result_payload(args.name, checkpoints=reports), body)
     print(body)
 
 

@@ -66,9 +66,9 @@ from simulations.reporting import (
     RESULTS_DIR,
     benchmark_row,
     invocation,
-    machine_info,
     paired_difference,
     paired_table,
+    result_payload,
     write_benchmark,
     write_json_result,
 )
@@ -585,15 +585,12 @@ def report(
                              for prior in PRIORS)  # fmt: skip
     write_json_result(
         "classify_dua_diagnostics",
-        {
-            "name": "classify_dua_diagnostics",
-            "command": invocation(),
-            "machine": machine_info(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "experts": domains,
-            "priors": {prior: {"importance": m, "omega_after_adabn": a} for prior, (m, a) in PRIORS.items()},
-            "per_seed": {str(seed): values for seed, values in diagnostics.items()},
-        },
+        result_payload(
+            "classify_dua_diagnostics",
+            experts=domains,
+            priors={prior: {"importance": m, "omega_after_adabn": a} for prior, (m, a) in PRIORS.items()},
+            per_seed={str(seed): values for seed, values in diagnostics.items()},
+        ),
         f"Per user and expert, on the user's unlabelled training split ({len(diagnostics)} seeds; "
         "fedpersonal/adaptation/diagnostics.py).\n\n"
         f"{prior_table(diagnostics, domains)}\n\n{expert_table(diagnostics, domains)}\n\n{per_user}",

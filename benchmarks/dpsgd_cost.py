@@ -27,7 +27,7 @@ import torch
 from fedpersonal.models.lenet import GazeLeNet
 from fedpersonal.privacy.opacus_sgd import private_sgd
 from simulations.inprocess import run_inprocess
-from simulations.reporting import invocation, machine_info, write_json_result
+from simulations.reporting import result_payload, write_json_result
 
 NAME = "dpsgd_cost"
 SMALL = {"task": "gaze", "num-clients": 3, "samples-per-client": 60, "local-epochs": 1, "batch-size": 16}
@@ -110,11 +110,8 @@ def main() -> None:
             "epsilon": last.get("dpsgd-epsilon-max"), "noise_multiplier": last.get("dpsgd-noise-multiplier"),
             "angular_error": last["global-angular-error"],
         })  # fmt: skip
-    payload = {
-        "name": NAME, "command": invocation(), "machine": machine_info(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": {**SMALL, "rounds": args.rounds},
-        "variants": VARIANTS, "steps": steps, "load_average": load, "runs": runs,
-    }  # fmt: skip
+    payload = result_payload(NAME, config={**SMALL, "rounds": args.rounds}, variants=VARIANTS, steps=steps,
+                             load_average=load, runs=runs)  # fmt: skip
     body = markdown(steps, runs, args.rounds, load)
     write_json_result(NAME, payload, body)
     print(body)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.perf import append_history, git_commit
 from simulations.matrix import Variant, plan_cells, run_matrix
-from simulations.reporting import invocation, machine_info, write_json_result
+from simulations.reporting import result_payload, write_json_result
 
 TARGET = 0.6
 
@@ -44,18 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     ratio = parallel / sequential
     result = {"cells": args.cells, "jobs": args.jobs, "sequential_s": sequential, "parallel_s": parallel,
               "ratio": ratio, "target": TARGET, "rows_equal": rows_one == rows_many}  # fmt: skip
-    created, machine = time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine_info()
     body = (
         f"| grid | wall (s) |\n|---|---|\n| {args.cells} cells, `--jobs 1` | {sequential:.0f} |\n"
         f"| {args.cells} cells, `--jobs {args.jobs}` | {parallel:.0f} |\n\n"
         f"Ratio {ratio:.2f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'not met'}); every cell's rows "
         f"equal: {result['rows_equal']}."
     )
-    payload = {"name": "matrix_jobs", "command": invocation(), "machine": machine, "created": created, **result}
+    payload = result_payload("matrix_jobs", **result)
     write_json_result("matrix_jobs", payload, body)
-    append_history([{"commit": git_commit(), "created": created, "machine": machine, "device": "cpu",
-                     "measurement": f"matrix --jobs {args.jobs} / --jobs 1 wall, {args.cells} cells", "value": ratio,
-                     "unit": "x"}])  # fmt: skip
+    append_history([{"commit": git_commit(), "created": payload["created"], "machine": payload["machine"],
+                     "device": "cpu", "measurement": f"matrix --jobs {args.jobs} / --jobs 1 wall, {args.cells} cells",
+                     "value": ratio, "unit": "x"}])  # fmt: skip
     print(body)
 
 

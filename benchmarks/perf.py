@@ -48,7 +48,7 @@ from fedpersonal.tasks import get_task
 from fedpersonal.training import SGDSettings, sgd_optimizer, train_epochs
 from simulations.inprocess import run_inprocess
 from simulations.local_superlink import PrivateSuperLink, descendants
-from simulations.reporting import RESULTS_DIR, invocation, machine_info, write_json_result
+from simulations.reporting import RESULTS_DIR, result_payload, write_json_result
 
 APP = Path(__file__).resolve().parents[1]
 SAMPLED = 10
@@ -378,14 +378,7 @@ def main() -> None:
         parser.error("--device on a GPU needs --client-gpus > 0 (under Ray a client reserving no GPU sees none)")
     with tempfile.TemporaryDirectory(prefix="fedpersonal-perf-") as scratch:
         result = measure(args.rounds, args.memory_clients, Path(scratch), args.repeats, args.device, args.client_gpus)
-    payload = {
-        "name": "perf",
-        "command": invocation(),
-        "machine": machine_info(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": vars(args),
-        "results": result,
-    }
+    payload = result_payload("perf", config=vars(args), results=result)
     write_json_result("perf" if device.type == "cpu" else f"perf_{device.type}", payload, markdown(result))
     append_history(record_lines(result, git_commit(), payload["created"], payload["machine"]))
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.perf import SAMPLED, append_history, flower_run, git_commit
-from simulations.reporting import invocation, machine_info, write_json_result
+from simulations.reporting import result_payload, write_json_result
 
 
 def measure(count: int, scratch: Path) -> dict:
@@ -55,10 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         for count in args.clients:
             rows.append(measure(count, Path(scratch)))
             print(rows[-1], flush=True)
-    created, machine = time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine_info()
-    payload = {"name": "scale", "command": invocation(), "machine": machine, "created": created, "rows": rows}
+    payload = result_payload("scale", rows=rows)
     write_json_result("scale", payload, markdown(rows))
-    base = {"commit": git_commit(), "created": created, "machine": machine, "device": "cpu"}
+    base = {"commit": git_commit(), "created": payload["created"], "machine": payload["machine"], "device": "cpu"}
     lines = []
     for row in rows:
         lines.append({**base, "measurement": f"peak memory, {row['clients']} clients", "value": row["peak_pss_gib"],

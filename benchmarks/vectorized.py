@@ -23,7 +23,7 @@ import torch
 from benchmarks.perf import append_history, final_error, git_commit, in_fresh_process, round_seconds
 from fedpersonal.config import RunConfig, parse_config
 from simulations.inprocess import run_inprocess
-from simulations.reporting import invocation, machine_info, write_json_result
+from simulations.reporting import result_payload, write_json_result
 
 
 def timed_run(cfg: RunConfig, vectorized: bool) -> dict:
@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> None:
         "max_abs_diff_round_metrics": metrics,
         "load_average_at_start": list(load),
     }
-    created, machine = time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine_info()
     body = (
         f"Default gaze scenario (15 clients, {args.rounds} rounds, FedAvg) on `{args.device}`, in-process runner.\n\n"
         "| clients trained | wall (s) | steady round (s) | final global error |\n|---|---|---|---|\n"
@@ -91,9 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{', '.join(f'{value:.2f}' for value in load)} (other work on the machine slows both runs)."
     )
     name = "vectorized" if args.device == "cpu" else "vectorized_cuda"  # a GPU run keeps the CPU record
-    payload = {"name": name, "command": invocation(), "machine": machine, "created": created, **result}
+    payload = result_payload(name, **result)
     write_json_result(name, payload, body)
-    append_history([{"commit": git_commit(), "created": created, "machine": machine, "device": args.device,
+    append_history([{"commit": git_commit(), "created": payload["created"], "machine": payload["machine"],
+                     "device": args.device,
                      "measurement": f"vectorized clients speed-up (sequential / vectorized wall), {args.rounds} "
                                     "rounds", "value": speedup, "unit": "x"}])  # fmt: skip
     print(body)

@@ -103,16 +103,20 @@ def write_benchmark(
     results_dir: Path = RESULTS_DIR,
 ) -> Path:
     """Write ``<name>.json`` (rows as docs/results.md describes) and ``<name>.md``; returns the JSON path."""
-    payload = {
+    payload = result_payload(name, command=command, config=dict(config), rows=list(rows), notes=notes)
+    return write_json_result(name, payload, f"{markdown_table(rows)}\n\n{notes}", results_dir)
+
+
+def result_payload(name: str, **fields: Any) -> dict[str, Any]:
+    """A benchmark's JSON payload: ``name``, the ``command`` that ran it (this process's invocation
+    unless given), the ``machine``, when it was ``created``, then ``fields``."""
+    return {
         "name": name,
-        "command": command,
+        "command": invocation(),
         "machine": machine_info(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": dict(config),
-        "rows": list(rows),
-        "notes": notes,
+        **fields,
     }
-    return write_json_result(name, payload, f"{markdown_table(rows)}\n\n{notes}", results_dir)
 
 
 def write_json_result(name: str, payload: Mapping[str, Any], body: str, results_dir: Path = RESULTS_DIR) -> Path:

@@ -74,3 +74,20 @@ def test_gpu_measurements_are_recorded_apart_from_the_cpu_ones(tmp_path, monkeyp
     with pytest.raises(ZeroDivisionError):
         perf.main()
     assert measured[0][0] == 2 and measured[0][1] == [10] and measured[0][-2:] == ("cpu", 0.0)
+
+
+def test_a_result_payload_says_what_ran_where_and_when_and_is_written_with_its_body(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from simulations.reporting import result_payload, write_json_result
+
+    monkeypatch.setattr(sys, "argv", ["benchmarks/example.py", "--rounds", "3"])
+    payload = result_payload("example", rows=[1, 2])
+    assert list(payload)[:4] == ["name", "command", "machine", "created"]
+    assert payload["name"] == "example" and payload["rows"] == [1, 2]
+    assert "--rounds 3" in payload["command"] and payload["machine"]["cores"] >= 1
+    write_json_result("example", payload, "BODY", tmp_path)
+    assert json.loads((tmp_path / "example.json").read_text()) == payload
+    markdown = (tmp_path / "example.md").read_text()
+    assert markdown.startswith("# example\n\n`") and "BODY" in markdown and payload["created"] in markdown
