@@ -16,6 +16,14 @@ SMALL = {
         "face.unseen-images-per-identity": 3, "face.pretrain-epochs": 1, "face.first-epochs": 1, "face.min-epochs": 1,
     },
 }  # fmt: skip
+# FedFR's tests: 4 clients x 5 identities x 20 images with strongly different cameras (heterogeneity 2),
+# 20 x 3 public and 20 x 3 unseen images; each test module adds its rounds and local epochs.
+FEDFR_FACE = {
+    "task": "face", "num-clients": 4, "heterogeneity": 2.0, "lr": 0.02, "weight-decay": 5e-4, "batch-size": 16,
+    "grad-clip": 0.0, "test-fraction": 0.3, "face.identities-min": 5, "face.identities-max": 5,
+    "face.images-per-identity": 20, "face.public-identities": 20, "face.public-images-per-identity": 3,
+    "face.unseen-identities": 20, "face.unseen-images-per-identity": 3, "face.pretrain-epochs": 4,
+}  # fmt: skip
 PAIRS = [(name, task) for name, entry in ALGORITHMS.items() for task in entry.tasks]
 # Algorithms that need more than 2 clients (Bulyan: n >= 4 f + 3).
 CLIENTS = {"bulyan": 3}

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import MessageType
+from small_configs import FEDFR_FACE
 
 from fedpersonal.config import ConfigError
 from fedpersonal.models.face import SHARED_PREFIX, FaceEmbeddingNet
@@ -11,30 +12,8 @@ from fedpersonal.tasks.face import PUBLIC_FEATURES, FaceTask
 from simulations.inprocess import run_inprocess
 from simulations.server_app import parse_run_config
 
-# Small but long enough that local training matters: 4 clients x 5 identities x 20 images, with
-# strongly different cameras (heterogeneity 2).
-FACE = {
-    "task": "face",
-    "num-clients": 4,
-    "heterogeneity": 2.0,
-    "num-rounds": 2,
-    "lr": 0.02,
-    "weight-decay": 5e-4,
-    "batch-size": 16,
-    "grad-clip": 0.0,
-    "test-fraction": 0.3,
-    "face.identities-min": 5,
-    "face.identities-max": 5,
-    "face.images-per-identity": 20,
-    "face.public-identities": 20,
-    "face.public-images-per-identity": 3,
-    "face.unseen-identities": 20,
-    "face.unseen-images-per-identity": 3,
-    "face.pretrain-epochs": 4,
-    "face.first-epochs": 10,
-    "face.epoch-decrease": 8,
-    "face.min-epochs": 2,  # 10 epochs, then 2
-}
+# Long enough that local training matters: 2 rounds of 10 local epochs, then 2.
+FACE = {**FEDFR_FACE, "num-rounds": 2, "face.first-epochs": 10, "face.epoch-decrease": 8, "face.min-epochs": 2}
 BACKBONE_KEYS = set(FaceEmbeddingNet().state_dict())
 
 

@@ -4,6 +4,7 @@ reference's within-round learning-rate decay and trainable public classifier row
 import pytest
 import torch
 from flwr.app import MessageType
+from small_configs import FEDFR_FACE
 
 import clients.fedfr as fedfr_client
 from clients.fedfr import FedFRSettings, lr_factors
@@ -13,29 +14,8 @@ from fedpersonal.tasks.face import FaceTask
 from simulations.inprocess import run_inprocess
 from simulations.server_app import parse_run_config
 
-# 4 clients x 5 identities x 20 images (14 train), 20 x 3 public images; one short round.
-FACE = {
-    "task": "face",
-    "strategy": "fedfr",
-    "num-clients": 4,
-    "heterogeneity": 2.0,
-    "num-rounds": 1,
-    "lr": 0.02,
-    "weight-decay": 5e-4,
-    "batch-size": 16,
-    "grad-clip": 0.0,
-    "test-fraction": 0.3,
-    "face.identities-min": 5,
-    "face.identities-max": 5,
-    "face.images-per-identity": 20,
-    "face.public-identities": 20,
-    "face.public-images-per-identity": 3,
-    "face.unseen-identities": 20,
-    "face.unseen-images-per-identity": 3,
-    "face.pretrain-epochs": 4,
-    "face.first-epochs": 4,
-    "face.min-epochs": 1,
-}
+# One short round: 4 local epochs; 60 public images, 14 x 5 local training images.
+FACE = {**FEDFR_FACE, "strategy": "fedfr", "num-rounds": 1, "face.first-epochs": 4, "face.min-epochs": 1}
 PUBLIC_IMAGES, LOCAL_TRAIN = 60, 70
 
 
