@@ -8,6 +8,7 @@ pytest 9 its marker has no effect; this scheduler groups by test id instead.)
 """
 
 import pytest
+import torch
 from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
 
@@ -36,3 +37,15 @@ class ProcessLaneScheduling(LoadScopeScheduling):
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> ProcessLaneScheduling:
     """Schedule with :class:`ProcessLaneScheduling`."""
     return ProcessLaneScheduling(config, log)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread from the first test (or module fixture) of a module that asks for it to the
+    module's end: tiny models on a shared 2-core machine run several times faster so, and the matrix
+    workers train on one thread too. A module's ``pytestmark = pytest.mark.usefixtures("one_thread")``
+    sets it before its module-scoped fixtures run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,13 +15,7 @@ from fedpersonal.config import ConfigError, parse_config
 from fedpersonal.models.cnn import SmallCNN
 from fedpersonal.tasks.gaze import GazeSettings
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def plain_forward(model, inputs):

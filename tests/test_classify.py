@@ -67,25 +67,20 @@ def test_bad_classify_settings_name_the_key():
         get_task("classify", parse_run_config({"task": "classify", "dataset": "cifar100"})).build_model()
 
 
-def test_fedavg_with_tent_reports_personalized_accuracy_that_learns(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_dir, _ = run_inprocess(
-            {
-                "task": "classify",
-                "num-clients": 3,
-                "num-rounds": 3,
-                "samples-per-client": 200,
-                "lr": 0.1,
-                "batch-size": 32,
-                "classify.user-shift": "none",
-                "adapt.method": "tent",
-                "results-dir": str(tmp_path),
-            }
-        )
-    finally:
-        torch.set_num_threads(threads)
+def test_fedavg_with_tent_reports_personalized_accuracy_that_learns(tmp_path, one_thread):
+    run_dir, _ = run_inprocess(
+        {
+            "task": "classify",
+            "num-clients": 3,
+            "num-rounds": 3,
+            "samples-per-client": 200,
+            "lr": 0.1,
+            "batch-size": 32,
+            "classify.user-shift": "none",
+            "adapt.method": "tent",
+            "results-dir": str(tmp_path),
+        }
+    )
     rounds = run_dir.read_rows("rounds.jsonl")
     # Users draw in their own palettes: the averaged BN statistics fit nobody, so the received
     # model stays near chance while its TENT-adapted copy (BN re-estimated) learns.

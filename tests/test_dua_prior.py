@@ -22,13 +22,7 @@ from fedpersonal.adaptation.prior import expert_omegas, server_omegas
 from fedpersonal.config import ConfigError, parse_config
 from fedpersonal.models.cnn import SmallCNN
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def forward(model, inputs):

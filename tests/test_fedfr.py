@@ -12,17 +12,11 @@ from fedpersonal.tasks.face import PUBLIC_FEATURES, FaceTask
 from simulations.inprocess import run_inprocess
 from simulations.server_app import parse_run_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Long enough that local training matters: 2 rounds of 10 local epochs, then 2.
 FACE = {**FEDFR_FACE, "num-rounds": 2, "face.first-epochs": 10, "face.epoch-decrease": 8, "face.min-epochs": 2}
 BACKBONE_KEYS = set(FaceEmbeddingNet().state_dict())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads contend badly on a busy 2-core machine
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,11 @@ from fedpersonal.tasks.face import FaceTask
 from simulations.inprocess import run_inprocess
 from simulations.server_app import parse_run_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # One short round: 4 local epochs; 60 public images, 14 x 5 local training images.
 FACE = {**FEDFR_FACE, "strategy": "fedfr", "num-rounds": 1, "face.first-epochs": 4, "face.min-epochs": 1}
 PUBLIC_IMAGES, LOCAL_TRAIN = 60, 70
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train_metrics(grid) -> list:

@@ -18,6 +18,8 @@ from simulations.matrix.plan import Variant
 from simulations.matrix.progress import Progress
 from simulations.matrix.runner import sigterm_as_exit
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"num-clients": 2, "num-rounds": 1, "samples-per-client": 40, "local-epochs": 1}
 SCENARIO = """
 num-clients = 2
@@ -26,17 +28,6 @@ samples-per-client = 40
 [fedadam]
 server-lr = 0.01
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one thread."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Counter:

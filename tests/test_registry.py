@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import tomllib
-import torch
 from flwr.common.config import flatten_dict
 from flwr.serverapp.strategy import Strategy
 from small_configs import PAIRS, small_run
@@ -39,14 +38,6 @@ def test_every_section_is_in_pyproject_with_the_validated_defaults():
     for entry in ALGORITHMS.values():
         for cls in entry.sections:
             assert cls not in RUN_SECTIONS, f"{entry.name}: section '{section_name(cls)}' is read by every run"
-
-
-@pytest.fixture()
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: one thread is faster on a busy 2-core machine
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(("name", "task"), PAIRS, ids=[f"{n}-{t}" for n, t in PAIRS])

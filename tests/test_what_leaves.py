@@ -19,14 +19,6 @@ from simulations.inprocess import run_inprocess
 from simulations.registry import build_client, parse_run_config
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def private_tensors(client) -> list[torch.Tensor]:
     """The arrays of the client's private records (personal parameters, personal models)."""
     found = []

@@ -117,9 +117,8 @@ def test_a_damaged_line_in_the_middle_names_the_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "task"), PAIRS, ids=[f"{n}-{t}" for n, t in PAIRS])
-def test_crash_then_resume_equals_an_uninterrupted_run(name, task, tmp_path, monkeypatch):
+def test_crash_then_resume_equals_an_uninterrupted_run(name, task, tmp_path, monkeypatch, one_thread):
     """Every registered algorithm checkpoints all its state: strategy, clients' personal state, RNG."""
-    torch.set_num_threads(1)
     config = {**small_run(name, task), "num-rounds": 2}
     full, _ = run_inprocess({**config, "results-dir": str(tmp_path / "full")})
     crashed = crash_in_round(monkeypatch, {**config, "results-dir": str(tmp_path / "crashed")}, 2)
