@@ -23,7 +23,6 @@ global and the personalized models: a personal head that learned the user's kapp
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,8 @@ from fedpersonal.metrics.angular import angular_error_deg  # noqa: E402
 from fedpersonal.params import load_arrays  # noqa: E402
 from fedpersonal.results import RunDirectory  # noqa: E402
 from fedpersonal.tasks import get_task  # noqa: E402
-from simulations.matrix import Variant, plan_cells, run_matrix  # noqa: E402
-from simulations.matrix.runner import next_step  # noqa: E402
+from simulations.matrix import Variant, plan_cells  # noqa: E402
+from simulations.matrix.benchmark import matrix_parser, run_or_report  # noqa: E402
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, invocation, paired_table, write_benchmark  # noqa: E402
 from simulations.server_app import parse_run_config  # noqa: E402
 
@@ -215,19 +214,11 @@ def plot(rows: Sequence[Mapping[str, Any]], scenarios: Sequence[str], algorithms
 
 def main(argv: list[str] | None = None) -> None:
     """Run (or finish) the matrix; write the results, the notes and the plots."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = matrix_parser(__doc__.splitlines()[0], MATRIX_DIR / NAME)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
-    parser.add_argument("--out", type=Path, default=MATRIX_DIR / NAME)
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (worker processes)")
-    parser.add_argument("--report-only", action="store_true", help="report the finished cells; run nothing")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    planned = cells(args.seeds, args.scenarios, args.algorithms)
-    if args.report_only:
-        planned = [cell for cell in planned if next_step(cell, args.out.resolve() / cell.name)[0] == "skip"]
-    report = run_matrix(planned, args.out, command=invocation(), jobs=args.jobs)
+    report = run_or_report(cells(args.seeds, args.scenarios, args.algorithms), args)
     runs = report.runs()
     personalized = [row for row in report.rows if row["metric"].startswith("personalized-")]
     notes = [trend_notes(report.rows), "## Paired per-seed differences to FedAvg (personalized view)\n\n"

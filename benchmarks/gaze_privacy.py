@@ -17,7 +17,6 @@ under ``runs/benchmarks/gaze_privacy``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from simulations.matrix import Variant, plan_cells, run_matrix  # noqa: E402
-from simulations.matrix.runner import next_step  # noqa: E402
+from simulations.matrix import Variant, plan_cells  # noqa: E402
+from simulations.matrix.benchmark import matrix_parser, run_or_report  # noqa: E402
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, invocation, paired_table, write_benchmark  # noqa: E402
 
 NAME = "gaze_privacy"
@@ -124,17 +122,8 @@ def plot(rows: Sequence[Mapping[str, Any]], epsilons: Mapping[tuple[str, str], f
 
 def main(argv: list[str] | None = None) -> None:
     """Run (or finish) the grid; write the results, the table and the plot."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=MATRIX_DIR / NAME)
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (worker processes)")
-    parser.add_argument("--report-only", action="store_true", help="report the finished cells; run nothing")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    planned = cells(args.seeds)
-    if args.report_only:
-        planned = [cell for cell in planned if next_step(cell, args.out.resolve() / cell.name)[0] == "skip"]
-    report = run_matrix(planned, args.out, command=invocation(), jobs=args.jobs)
+    args = matrix_parser(__doc__.splitlines()[0], MATRIX_DIR / NAME).parse_args(argv)
+    report = run_or_report(cells(args.seeds), args)
     rows = [row for row in report.rows if row["metric"] == "angular-error"]
     epsilons = privacy_of(report.runs())
     notes = [table(rows, epsilons), "## Paired per-seed cost of privacy\n\n" + paired_table(rows, REFERENCE),

@@ -12,7 +12,6 @@ through the resumable matrix runner under ``runs/benchmarks/poisoning``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-from simulations.matrix import Variant, plan_cells, run_matrix  # noqa: E402
-from simulations.matrix.runner import next_step  # noqa: E402
+from simulations.matrix import Variant, plan_cells  # noqa: E402
+from simulations.matrix.benchmark import matrix_parser, run_or_report  # noqa: E402
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, invocation, paired_table, write_benchmark  # noqa: E402
 
 NAME = "poisoning"
@@ -109,18 +107,10 @@ def plot(rows: Sequence[Mapping[str, Any]], attacks: Sequence[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Run (or finish) the grid; write the results, the tables and the plot."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = matrix_parser(__doc__.splitlines()[0], MATRIX_DIR / NAME)
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
-    parser.add_argument("--out", type=Path, default=MATRIX_DIR / NAME)
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (worker processes)")
-    parser.add_argument("--report-only", action="store_true", help="report the finished cells; run nothing")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    planned = cells(args.seeds, args.attacks)
-    if args.report_only:
-        planned = [cell for cell in planned if next_step(cell, args.out.resolve() / cell.name)[0] == "skip"]
-    report = run_matrix(planned, args.out, command=invocation(), jobs=args.jobs)
+    report = run_or_report(cells(args.seeds, args.attacks), args)
     rows = [row for row in report.rows if row["metric"] == "accuracy"]
     paired = "## Paired per-seed differences to FedAvg\n\n" + paired_table(rows, "fedavg")
     notes = [curve_table(rows, args.attacks), paired, f"Plot: `{plot(rows, args.attacks).name}`"]

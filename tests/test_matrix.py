@@ -148,6 +148,25 @@ def test_a_rerun_skips_finished_cells_and_reports_the_same(matrix, monkeypatch):
     assert lines[-1].startswith("[4/4] tiny__fedadam__seed1: skipped")
 
 
+def test_report_only_reads_the_finished_cells_and_trains_none(matrix, monkeypatch):
+    from simulations.matrix.benchmark import matrix_parser, run_or_report
+
+    args = matrix_parser("a benchmark", matrix["out"]).parse_args(["--report-only"])
+    assert (args.seeds, args.out, args.jobs) == ([0, 1, 2], matrix["out"], 1)
+    unfinished = plan_cells(
+        [scenario(matrix["out"].parent / "tiny.toml")],
+        [algorithm("fedavg")],
+        [2],
+        parse_assignments(["num-rounds=1", "local-epochs=1"]),
+    )
+    counter = Counter(monkeypatch)
+    report = run_or_report([*matrix["cells"], *unfinished], args)
+    assert counter.calls == []
+    assert [o.cell.name for o in report.outcomes] == [cell.name for cell in matrix["cells"]]
+    assert report.rows == matrix["report"].rows
+    assert not (matrix["out"] / unfinished[0].name).exists()
+
+
 def test_a_cell_finished_with_another_config_stops_the_matrix_before_it_runs(matrix, monkeypatch):
     counter = Counter(monkeypatch)
     changed = [
