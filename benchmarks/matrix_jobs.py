@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.perf import append_history, git_commit
+from benchmarks.perf import append_history, record_base
 from simulations.matrix import Variant, plan_cells, run_matrix
 from simulations.reporting import result_payload, write_json_result
 
@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     payload = result_payload("matrix_jobs", **result)
     write_json_result("matrix_jobs", payload, body)
-    append_history([{"commit": git_commit(), "created": payload["created"], "machine": payload["machine"],
-                     "device": "cpu", "measurement": f"matrix --jobs {args.jobs} / --jobs 1 wall, {args.cells} cells",
-                     "value": ratio, "unit": "x"}])  # fmt: skip
+    measurement = f"matrix --jobs {args.jobs} / --jobs 1 wall, {args.cells} cells"
+    append_history([{**record_base(payload, "cpu"), "measurement": measurement, "value": ratio, "unit": "x"}])
     print(body)
 
 

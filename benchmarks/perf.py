@@ -311,6 +311,12 @@ def git_commit() -> str:
     return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def record_base(payload: dict, device: str) -> dict:
+    """What every performance-record line of a benchmark result ``payload`` shares: the commit measured,
+    the payload's ``created`` and ``machine``, and the device trained on."""
+    return {"commit": git_commit(), "created": payload["created"], "machine": payload["machine"], "device": device}
+
+
 def record_lines(result: dict, commit: str, created: str, machine: dict) -> list[dict]:
     """The measurements of one perf run as performance-record lines: ``measurement``, ``value``,
     ``unit`` plus the commit, the date, the machine (cores, RAM, torch, flwr) and the device trained

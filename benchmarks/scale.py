@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.perf import SAMPLED, append_history, flower_run, git_commit
+from benchmarks.perf import SAMPLED, append_history, flower_run, record_base
 from simulations.reporting import result_payload, write_json_result
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             print(rows[-1], flush=True)
     payload = result_payload("scale", rows=rows)
     write_json_result("scale", payload, markdown(rows))
-    base = {"commit": git_commit(), "created": payload["created"], "machine": payload["machine"], "device": "cpu"}
+    base = record_base(payload, "cpu")
     lines = []
     for row in rows:
         lines.append({**base, "measurement": f"peak memory, {row['clients']} clients", "value": row["peak_pss_gib"],

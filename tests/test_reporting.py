@@ -91,3 +91,13 @@ def test_a_result_payload_says_what_ran_where_and_when_and_is_written_with_its_b
     assert json.loads((tmp_path / "example.json").read_text()) == payload
     markdown = (tmp_path / "example.md").read_text()
     assert markdown.startswith("# example\n\n`") and "BODY" in markdown and payload["created"] in markdown
+
+
+def test_a_record_line_takes_its_date_and_machine_from_the_result_payload():
+    from benchmarks.perf import git_commit, record_base
+
+    payload = {"created": "2026-03-01T00:00+0000", "machine": {"cores": 2}}
+    base = record_base(payload, "cuda: NVIDIA H200")
+    assert base == {"commit": git_commit(), "created": payload["created"], "machine": {"cores": 2},
+                    "device": "cuda: NVIDIA H200"}  # fmt: skip
+    assert base["commit"] != "unknown"
