@@ -55,6 +55,7 @@ from fedpersonal.adaptation.imm import imm_merge
 from fedpersonal.adaptation.prior import server_omegas
 from fedpersonal.config import RunConfig
 from fedpersonal.data.corruptions import corrupt
+from fedpersonal.figures import save_figure
 from fedpersonal.params import is_statistic
 from fedpersonal.tasks import get_task
 from fedpersonal.tasks.base import ClientData, Task
@@ -511,9 +512,7 @@ def plot(rows: list[dict[str, Any]], diagnostics: Diagnostics, domains: list[str
         axis.set_yticks(y, names, fontsize=8)
         axis.set_xlabel(f"accuracy difference to {reference}\n(paired over seeds, 95% CI, {len(base)} seeds)")
     figure.suptitle("Shifted shapes users: merged models vs the uniform mean of the experts")
-    figure.tight_layout()
-    figure.savefig(RESULTS_DIR / "classify_dua.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, RESULTS_DIR / "classify_dua.png", dpi=120)
 
     figure, axes = plt.subplots(1, len(PRIORS), figsize=(4.2 * len(PRIORS), 4.4), sharey=True)
     for axis, prior in zip(axes, PRIORS):
@@ -526,8 +525,7 @@ def plot(rows: list[dict[str, Any]], diagnostics: Diagnostics, domains: list[str
         axis.set_xticks(range(len(domains)), domains, rotation=60, fontsize=7)
         axis.set_yticks(range(len(matrix)), [f"user {u}" for u in range(len(matrix))], fontsize=7)
     figure.colorbar(image, ax=axes, shrink=0.8, label="share of the user's total Ω (red: own-domain expert)")
-    figure.savefig(RESULTS_DIR / "classify_dua_shares.png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    save_figure(figure, RESULTS_DIR / "classify_dua_shares.png", dpi=120, tight_layout=False, bbox_inches="tight")
 
 
 def report(

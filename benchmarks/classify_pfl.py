@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from fedpersonal.checkpoint import client_state_file, read_client_state  # noqa: E402
 from fedpersonal.data.synthetic.eyes import sample_user  # noqa: E402
+from fedpersonal.figures import save_figure  # noqa: E402
 from fedpersonal.metrics.angular import angular_error_deg  # noqa: E402
 from fedpersonal.params import load_arrays  # noqa: E402
 from fedpersonal.results import RunDirectory  # noqa: E402
@@ -186,10 +187,7 @@ def plot(rows: Sequence[Mapping[str, Any]], scenarios: Sequence[str], algorithms
         ax.set_xticks(x, algorithms, rotation=30, fontsize=8)
         ax.set_title(f"{scenario}: {metric}", fontsize=9)
         ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    paths.append(RESULTS_DIR / f"{NAME}.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(save_figure(fig, RESULTS_DIR / f"{NAME}.png", dpi=90))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for index, name in enumerate(algorithms):
@@ -205,10 +203,7 @@ def plot(rows: Sequence[Mapping[str, Any]], scenarios: Sequence[str], algorithms
     ax.set_xlabel("Dirichlet alpha (larger = closer to IID)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths.append(RESULTS_DIR / f"{NAME}_alpha.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(save_figure(fig, RESULTS_DIR / f"{NAME}_alpha.png", dpi=90))
     return paths
 
 

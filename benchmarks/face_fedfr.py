@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedpersonal.figures import save_figure
 from fedpersonal.results import RunDirectory
 from fedpersonal.tasks.face import FaceSettings
 from simulations.matrix import Cell, Variant, plan_cells, run_matrix
@@ -404,9 +405,7 @@ def plot(data: Collected, path: Path) -> None:
         axes[2].set_xticks(range(1, len(labels) + 1), labels, rotation=25, fontsize=7)
     axes[2].axhline(0, color="gray", linewidth=0.8)
     axes[2].set(title="per-client personalized TAR@FAR=0.01 − FedAvg + FT")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

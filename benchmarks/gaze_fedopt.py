@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from fedpersonal.config import RunConfig
+from fedpersonal.figures import save_figure
 from fedpersonal.metrics.fairness import fairness_summary
 from fedpersonal.tasks.gaze import GazeTask
 from fedpersonal.training import SGDSettings, sgd_optimizer, stack, train_epochs
@@ -498,10 +499,7 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], target: Path) -> None:
         loglog.grid(alpha=0.3, which="both")
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=120)
-    plt.close(figure)
+    save_figure(figure, target, dpi=120)
 
 
 def main() -> None:

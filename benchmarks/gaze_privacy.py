@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fedpersonal.figures import save_figure  # noqa: E402
 from simulations.matrix import Variant, plan_cells  # noqa: E402
 from simulations.matrix.benchmark import matrix_parser, run_or_report  # noqa: E402
 from simulations.reporting import MATRIX_DIR, RESULTS_DIR, invocation, paired_table, write_benchmark  # noqa: E402
@@ -113,11 +114,7 @@ def plot(rows: Sequence[Mapping[str, Any]], epsilons: Mapping[tuple[str, str], f
     ax.set_xlabel("epsilon at delta 1e-5 after 10 rounds (log)")
     ax.set_ylabel("global angular error (deg)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = RESULTS_DIR / f"{NAME}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, RESULTS_DIR / f"{NAME}.png", dpi=90)
 
 
 def main(argv: list[str] | None = None) -> None:

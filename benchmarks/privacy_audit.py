@@ -47,6 +47,7 @@ from torch import nn  # noqa: E402
 
 from clients.face import imprinted_rows  # noqa: E402
 from fedpersonal.config import RunConfig  # noqa: E402
+from fedpersonal.figures import save_figure  # noqa: E402
 from fedpersonal.losses.face import cosface_loss  # noqa: E402
 from fedpersonal.metrics.angular import angular_error_deg  # noqa: E402
 from fedpersonal.models.face import cosine  # noqa: E402
@@ -329,11 +330,7 @@ def plot_examples(examples: dict[str, dict[str, torch.Tensor]], labels: Sequence
                 ax.set_title(label, fontsize=8)
             if column == 0:
                 ax.set_ylabel(f"{scenario}\n#{i}", fontsize=7)
-    fig.tight_layout()
-    path = RESULTS_DIR / f"{NAME}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, RESULTS_DIR / f"{NAME}.png", dpi=90)
 
 
 def plot_noise(rows: Sequence[dict[str, Any]], facts: dict[str, Any]) -> Path:
@@ -359,11 +356,7 @@ def plot_noise(rows: Sequence[dict[str, Any]], facts: dict[str, Any]) -> Path:
     ax.set_ylabel("PSNR of the reconstruction (dB)")
     ax.set_title("gaze eye, batch 1: what the server reconstructs", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = RESULTS_DIR / f"{NAME}_noise.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, RESULTS_DIR / f"{NAME}_noise.png", dpi=90)
 
 
 def median_seconds(facts: dict[str, Any], scenario: str) -> float:

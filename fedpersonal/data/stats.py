@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedpersonal.data.partition import Partition
+from fedpersonal.figures import save_figure
 
 MAX_LISTED_CLASSES = 12
 
@@ -93,8 +94,4 @@ def save_plot(rows: list[ClientStats], class_names: tuple[str, ...], path: Path,
     axis.set_xlabel("client")
     axis.set_ylabel("samples")
     axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)

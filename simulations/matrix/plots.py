@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpersonal.figures import save_figure
 from simulations.matrix.collect import CellResult
 
 PANEL_COLUMNS = 3
@@ -94,9 +95,7 @@ def _figure(kind: str, groups: dict[str, dict[str, list[CellResult]]], metric: s
         panel.grid(alpha=0.3)
     for panel in list(panels.flat)[len(groups) :]:
         panel.set_visible(False)
-    figure.tight_layout()
-    figure.savefig(target, dpi=110)
-    plt.close(figure)
+    save_figure(figure, target, dpi=110)
 
 
 def plot_matrix(results: Sequence[CellResult], directory: Path, prefix: str = "") -> list[Path]:
