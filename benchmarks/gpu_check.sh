@@ -38,14 +38,21 @@ nvidia-smi --query-gpu=index,name,driver_version,memory.total,compute_cap --form
 nvidia-smi
 
 # timed NAME COMMAND...: run COMMAND (its output shown and kept in $SCRATCH/NAME.log), its wall seconds
-# in $SCRATCH/NAME.seconds; a failing command stops the check.
+# in $SCRATCH/NAME.seconds. A failing command is named in FAILED and the check goes on, so one broken
+# step (a Ray that cannot start, say) does not cost the others' numbers; the check then exits 1.
+FAILED=()
 timed() {
-    local name=$1 start end
+    local name=$1 start end status=0
     shift
     echo "== $name: $*"
     start=$(date +%s.%N)
-    "$@" 2>&1 | tee "$SCRATCH/$name.log"
+    "$@" 2>&1 | tee "$SCRATCH/$name.log" || status=$?
     end=$(date +%s.%N)
+    if ((status != 0)); then
+        echo "gpu_check: $name failed with exit code $status" >&2
+        FAILED+=("$name")
+        return 0
+    fi
     "$PYTHON" -c "print(f'{$end - $start:.1f}')" >"$SCRATCH/$name.seconds"
 }
 
@@ -64,7 +71,7 @@ timed perf "$PYTHON" -m benchmarks.perf --device cuda --client-gpus "$CLIENT_GPU
 # Vectorized clients (torch.func) against one-after-another on the GPU (writes vectorized_cuda.{json,md}).
 timed vectorized "$PYTHON" -m benchmarks.vectorized --device cuda --rounds "$ROUNDS"
 
-"$PYTHON" - "$SCRATCH" "$REPORT" "$CLIENT_GPUS" "$ROUNDS" <<'EOF'
+"$PYTHON" - "$SCRATCH" "$REPORT" "$CLIENT_GPUS" "$ROUNDS" "${FAILED[*]:-}" <<'EOF'
 import json
 import sys
 import time
@@ -75,6 +82,15 @@ import torch
 from benchmarks.perf import git_commit
 
 scratch, report, client_gpus, rounds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+failed = set(sys.argv[5].split())
+
+
+def log_tail(name: str) -> str:
+    """A failed step's last log lines, as a quoted block."""
+    tail = (scratch / f"{name}.log").read_text(errors="replace").strip().splitlines()[-12:]
+    return "\n".join(["failed; the end of its log:", "", *(f"    {line}" for line in tail)])
+
+
 per_gpu = int(1 / client_gpus) if client_gpus < 1 else 1
 runs = [
     ("inprocess-cpu", "in-process runner", "cpu", "1 (in turn)"),
@@ -95,14 +111,25 @@ lines = [
     "|---|---|---|---|---|",
 ]
 for name, runner, device, at_once in runs:
+    if name in failed:
+        lines.append(f"| {runner} | {device} | {at_once} | failed (its log: below) | - |")
+        continue
     seconds = float((scratch / f"{name}.seconds").read_text())
     (summary,) = (scratch / name).glob("**/summary.json")
     error = json.loads(summary.read_text())["final"]["global-angular-error"]
     lines.append(f"| {runner} | {device} | {at_once} | {seconds:.1f} s | {error:.3f}° |")
-vectorized = Path("benchmarks/results/vectorized_cuda.md")
-lines += ["", "## vectorized clients on the GPU", "", vectorized.read_text().split("\n", 3)[-1].strip()]
-perf = Path("benchmarks/results/perf_cuda.md")
-lines += ["", "## perf on the GPU", "", perf.read_text().split("\n", 3)[-1].strip() if perf.is_file() else "-"]
+for title, name, result in [
+    ("vectorized clients on the GPU", "vectorized", Path("benchmarks/results/vectorized_cuda.md")),
+    ("perf on the GPU", "perf", Path("benchmarks/results/perf_cuda.md")),
+]:
+    body = log_tail(name) if name in failed else result.read_text().split("\n", 3)[-1].strip()
+    lines += ["", f"## {title}", "", body]
+for name in sorted(failed & {run[0] for run in runs}):
+    lines += ["", f"## {name}", "", log_tail(name)]
 report.write_text("\n".join(lines) + "\n")
 print(f"gpu_check: results in {report}")
 EOF
+if ((${#FAILED[@]})); then
+    echo "gpu_check: failed steps: ${FAILED[*]} (their logs are in $REPORT)" >&2
+    exit 1
+fi
