@@ -9,7 +9,11 @@
 #
 # CLIENT_GPUS (default 0.25): Flower's client-resources-num-gpus, the GPU share each client reserves
 # under `flwr run` (0.25: four clients train at once per GPU). ROUNDS (default 10): rounds of every
-# run. PERF_ARGS (default "--memory-clients 100 1000"): more options of `python -m benchmarks.perf`.
+# run. PERF_ARGS (default "--memory-clients 100"): more options of `python -m benchmarks.perf`.
+#
+# Time: on one H200 with 16 cores (2026-12-04) the three end-to-end runs took 2.5 min, the vectorized
+# clients 1 min and the perf benchmark about 6 min with one memory point (each further point about 40 s
+# more): about 9.5 minutes with the defaults. The slowest step, perf, runs last.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
@@ -18,7 +22,7 @@ export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME
 PYTHON="${PYTHON:-python}"
 CLIENT_GPUS="${CLIENT_GPUS:-0.25}"
 ROUNDS="${ROUNDS:-10}"
-PERF_ARGS="${PERF_ARGS:---memory-clients 100 1000}"
+PERF_ARGS="${PERF_ARGS:---memory-clients 100}"
 REPORT=benchmarks/results/gpu_check.md
 SCRATCH="$(mktemp -d -t fedpersonal-gpu-check-XXXXXX)"
 trap 'rm -rf "$SCRATCH"' EXIT
@@ -64,12 +68,12 @@ timed inprocess-cuda "$PYTHON" -m simulations.matrix --quiet --out "$SCRATCH/inp
 timed flwr-cuda "$PYTHON" -m simulations.matrix --quiet --out "$SCRATCH/flwr-cuda" --backend flower --client-cpus 1 \
     --client-gpus "$CLIENT_GPUS" --set "${SET[@]}" "device='cuda'"
 
+# Vectorized clients (torch.func) against one-after-another on the GPU (writes vectorized_cuda.{json,md}).
+timed vectorized "$PYTHON" -m benchmarks.vectorized --device cuda --rounds "$ROUNDS"
+
 # The perf benchmark with every runner on the GPU (writes perf_cuda.{json,md}, appends to perf_history.jsonl).
 # shellcheck disable=SC2086  # PERF_ARGS is a list of options
 timed perf "$PYTHON" -m benchmarks.perf --device cuda --client-gpus "$CLIENT_GPUS" --rounds "$ROUNDS" $PERF_ARGS
-
-# Vectorized clients (torch.func) against one-after-another on the GPU (writes vectorized_cuda.{json,md}).
-timed vectorized "$PYTHON" -m benchmarks.vectorized --device cuda --rounds "$ROUNDS"
 
 "$PYTHON" - "$SCRATCH" "$REPORT" "$CLIENT_GPUS" "$ROUNDS" "${FAILED[*]:-}" <<'EOF'
 import json

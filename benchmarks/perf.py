@@ -320,7 +320,7 @@ def record_base(payload: dict, device: str) -> dict:
 def record_lines(result: dict, commit: str, created: str, machine: dict) -> list[dict]:
     """The measurements of one perf run as performance-record lines: ``measurement``, ``value``,
     ``unit`` plus the commit, the date, the machine (cores, RAM, torch, flwr) and the device trained
-    on; a measurement on a GPU says so in its name (``wall: ... [cuda: NVIDIA H200]``)."""
+    on."""
     device = result.get("device", "cpu")
     base = {"commit": commit, "created": created, "machine": machine, "device": device}
     lines = []
@@ -334,16 +334,21 @@ def record_lines(result: dict, commit: str, created: str, machine: dict) -> list
     for row in result["memory"]:
         lines.append({**base, "measurement": f"peak memory, {row['clients']} clients", "value": row["peak_pss_gib"],
                       "unit": "GiB"})  # fmt: skip
-    if device != "cpu":
-        lines = [{**line, "measurement": f"{line['measurement']} [{device}]"} for line in lines]
     return lines
+
+
+def row_name(line: dict) -> str:
+    """A record line's row in the history table: its measurement, with the device when that is not the
+    CPU (``wall: ... [cuda: NVIDIA H200]``), so GPU numbers never share a row with CPU ones."""
+    device = line.get("device", "cpu")
+    return line["measurement"] + ("" if device == "cpu" else f" [{device}]")
 
 
 def history_table(lines: list[dict]) -> str:
     """Markdown: one row per measurement, one column per recorded commit (oldest first)."""
     commits = list(dict.fromkeys((line["commit"], line["created"][:10]) for line in lines))
-    values = {(line["measurement"], line["commit"]): f"{line['value']:.3g} {line['unit']}" for line in lines}
-    measurements = list(dict.fromkeys(line["measurement"] for line in lines))
+    values = {(row_name(line), line["commit"]): f"{line['value']:.3g} {line['unit']}" for line in lines}
+    measurements = list(dict.fromkeys(row_name(line) for line in lines))
     header = "| measurement | " + " | ".join(f"{commit[:8]} ({date})" for commit, date in commits) + " |"
     rows = [header, "|---" * (len(commits) + 1) + "|"]
     for name in measurements:

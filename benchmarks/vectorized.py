@@ -20,8 +20,9 @@ import time
 
 import torch
 
-from benchmarks.perf import append_history, final_error, in_fresh_process, record_base, round_seconds
+from benchmarks.perf import append_history, describe, final_error, in_fresh_process, record_base, round_seconds
 from fedpersonal.config import RunConfig, parse_config
+from fedpersonal.device import resolve_device
 from simulations.inprocess import run_inprocess
 from simulations.reporting import result_payload, write_json_result
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     name = "vectorized" if args.device == "cpu" else "vectorized_cuda"  # a GPU run keeps the CPU record
     payload = result_payload(name, **result)
     write_json_result(name, payload, body)
-    append_history([{**record_base(payload, args.device),
+    append_history([{**record_base(payload, describe(resolve_device(cfg))),
                      "measurement": f"vectorized clients speed-up (sequential / vectorized wall), {args.rounds} "
                                     "rounds", "value": speedup, "unit": "x"}])  # fmt: skip
     print(body)

@@ -61,6 +61,13 @@ def test_gpu_measurements_are_recorded_apart_from_the_cpu_ones(tmp_path, monkeyp
     assert {line["device"] for line in cpu} == {"cpu"} and {line["device"] for line in gpu} == {"cuda: NVIDIA H200"}
     table = perf.history_table(cpu + gpu)
     assert "| wall: plain | 100 s |" in table and "| wall: plain [cuda: NVIDIA H200] | 100 s |" in table
+    # Any benchmark's line gets its device's row, whatever its measurement is called (vectorized's are not
+    # renamed): the same measurement on the CPU and on a GPU are two rows, never one.
+    speedup = {"commit": "aaaaaaaa11", "created": "2026-01-01T00:00", "measurement": "speed-up", "unit": "x"}
+    table = perf.history_table(
+        [{**speedup, "device": "cpu", "value": 0.5}, {**speedup, "device": "cuda: H200", "value": 2.5}]
+    )
+    assert "| speed-up | 0.5 x |" in table and "| speed-up [cuda: H200] | 2.5 x |" in table
     # The command line: a GPU this machine lacks stops before measuring; the device reaches every runner.
     monkeypatch.setattr(perf.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(device_module, "_resolve", device_module._resolve.__wrapped__)  # resolved afresh
