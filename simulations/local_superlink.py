@@ -7,12 +7,14 @@ lives in its own FLWR_HOME, on free ports, with the offline environment, and is 
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 
@@ -71,16 +73,43 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+PORT_TAKEN = "already in use"  # how the SuperLink reports a taken port
+START_ATTEMPTS = 5
+
+
+class PortTaken(RuntimeError):
+    """A port picked as free was taken by another process before the SuperLink bound it."""
+
+
+def _log_tail(log: Path, lines: int = 30) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Return once ``port`` accepts connections; raise ``PortTaken`` or a ``RuntimeError`` with the
+    log's tail when the SuperLink exits first, a ``TimeoutError`` when it never listens."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited with code {process.returncode} during start-up")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+            tail = _log_tail(log)
+            error = PortTaken if PORT_TAKEN in tail else RuntimeError
+            raise error(f"flower-superlink exited with code {process.returncode} during start-up; {log}:\n{tail}")
+        if _healthy(port):
+            return
         time.sleep(0.2)
-    raise TimeoutError(f"flower-superlink did not open port {port} within {timeout:.0f} s")
+    tail = _log_tail(log)
+    raise TimeoutError(f"flower-superlink did not answer on port {port} within {timeout:.0f} s; {log}:\n{tail}")
+
+
+def _healthy(port: int) -> bool:
+    """Whether the SuperLink's HTTP API on ``port`` answers its health check. (An open port is not
+    enough: it may belong to the process that took it.)"""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return bool(response.status == 200)
+    except (OSError, http.client.HTTPException):
+        return False
 
 
 class PrivateSuperLink:
@@ -131,9 +160,25 @@ class PrivateSuperLink:
         )
 
     def start(self) -> PrivateSuperLink:
-        """Start the SuperLink and wait until its HTTP API listens (stopping it on failure)."""
+        """Start the SuperLink and wait until its HTTP API answers (stopping it on failure).
+
+        A port is free when picked but another process can take it before the SuperLink binds it
+        (ephemeral ports of outgoing connections, a Ray cluster starting); then it starts again on
+        new ports, up to ``START_ATTEMPTS`` times."""
+        attempts_left = START_ATTEMPTS
+        while True:
+            try:
+                return self._start_once()
+            except PortTaken:
+                attempts_left -= 1
+                if not attempts_left:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self) -> PrivateSuperLink:
         self._write_connection()
-        log = open(self.home / "superlink.log", "wb")  # noqa: SIM115 - owned by the child
+        log_path = self.home / "superlink.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [
                 "flower-superlink",
@@ -146,8 +191,6 @@ class PrivateSuperLink:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--health-server-address",
-                f"127.0.0.1:{free_port()}",
                 "--database",
                 str(self.home / "state.db"),
             ],
@@ -156,8 +199,9 @@ class PrivateSuperLink:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        log.close()  # the child holds its own descriptor
         try:
-            _wait_for_port(self.port, self.process, timeout=60)
+            _wait_for_port(self.port, self.process, log_path, timeout=60)
         except BaseException:
             self.stop()
             raise

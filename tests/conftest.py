@@ -16,6 +16,7 @@ from xdist.scheduler import LoadScopeScheduling
 PROCESS_LANE = (
     "tests/test_flower_run.py::",
     "tests/test_ray_cluster.py::",
+    "tests/test_local_superlink.py::",
     "tests/test_multi_host.py::",
     "tests/test_secagg.py::test_secure_fedavg_under_flwr_run",
 )
