@@ -7,7 +7,8 @@ the clients trained one after another and once with the vectorized clients backe
 (:mod:`simulations.vectorized`), each in a fresh process. Reports both walls, the speed-up
 (sequential / vectorized), the largest absolute difference of the final global weights and of the
 per-round metrics, and the load average of the machine when it started (other work slows both).
-Writes benchmarks/results/vectorized.{json,md} and appends the speed-up to the performance record.
+Writes benchmarks/results/vectorized.{json,md} (``vectorized_cuda`` when the device, ``auto`` resolved,
+is a GPU) and appends the speed-up to the performance record.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="run-config key device of both runs: cpu, cuda, auto")
     args = parser.parse_args(argv)
     cfg = parse_config({"num-rounds": args.rounds, "device": args.device})
+    device = describe(resolve_device(cfg))  # what "auto" became here: the result's name and text say it
     load = os.getloadavg()
     sequential = in_fresh_process(functools.partial(timed_run, vectorized=False), cfg)
     vectorized = in_fresh_process(functools.partial(timed_run, vectorized=True), cfg)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     speedup = sequential["wall_s"] / vectorized["wall_s"]
     steady = [sum(run["round_s"][1:]) / max(len(run["round_s"]) - 1, 1) for run in (sequential, vectorized)]
     result = {
-        "scenario": f"gaze default: 15 clients, {args.rounds} rounds, fedavg, device {args.device}",
+        "scenario": f"gaze default: 15 clients, {args.rounds} rounds, fedavg, device {device}",
         "sequential_s": sequential["wall_s"],
         "vectorized_s": vectorized["wall_s"],
         "speedup": speedup,
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_at_start": list(load),
     }
     body = (
-        f"Default gaze scenario (15 clients, {args.rounds} rounds, FedAvg) on `{args.device}`, in-process runner.\n\n"
+        f"Default gaze scenario (15 clients, {args.rounds} rounds, FedAvg) on `{device}`, in-process runner.\n\n"
         "| clients trained | wall (s) | steady round (s) | final global error |\n|---|---|---|---|\n"
         f"| one after another | {sequential['wall_s']:.1f} | {steady[0]:.2f} | {sequential['final_error']:.4f} |\n"
         f"| vectorized (torch.func) | {vectorized['wall_s']:.1f} | {steady[1]:.2f} | "
@@ -90,10 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{weights:.2e}, per-round metrics {metrics:.2e}. Load average when it started: "
         f"{', '.join(f'{value:.2f}' for value in load)} (other work on the machine slows both runs)."
     )
-    name = "vectorized" if args.device == "cpu" else "vectorized_cuda"  # a GPU run keeps the CPU record
+    name = "vectorized" if device == "cpu" else "vectorized_cuda"  # a GPU run keeps the CPU record
     payload = result_payload(name, **result)
     write_json_result(name, payload, body)
-    append_history([{**record_base(payload, describe(resolve_device(cfg))),
+    append_history([{**record_base(payload, device),
                      "measurement": f"vectorized clients speed-up (sequential / vectorized wall), {args.rounds} "
                                     "rounds", "value": speedup, "unit": "x"}])  # fmt: skip
     print(body)
