@@ -1,7 +1,7 @@
 """Start and stop a private Flower SuperLink (simulation mode) and submit runs to it.
 
 Tests, benchmarks and scripts use this instead of Flower's shared ``:local:`` SuperLink: it
-lives in its own FLWR_HOME, on free ports, with the offline environment, and is stopped by pid
+lives in its own FLWR_HOME, on a free port, with the offline environment, and is stopped by pid
 (the SuperLink takes its SuperExec and simulation children with it).
 """
 
@@ -86,9 +86,9 @@ def _log_tail(log: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    """Return once ``port`` accepts connections; raise ``PortTaken`` or a ``RuntimeError`` with the
-    log's tail when the SuperLink exits first, a ``TimeoutError`` when it never listens."""
+def _wait_until_healthy(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Return once the SuperLink on ``port`` answers its health check; raise ``PortTaken`` or a
+    ``RuntimeError`` with the log's tail when it exits first, a ``TimeoutError`` when it never answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -201,7 +201,7 @@ class PrivateSuperLink:
         )
         log.close()  # the child holds its own descriptor
         try:
-            _wait_for_port(self.port, self.process, log_path, timeout=60)
+            _wait_until_healthy(self.port, self.process, log_path, timeout=60)
         except BaseException:
             self.stop()
             raise

@@ -27,9 +27,8 @@ def written(monkeypatch):
     monkeypatch.setattr(vectorized, "write_json_result", lambda name, payload, body: found.update(name=name, body=body))
     monkeypatch.setattr(vectorized, "append_history", lambda lines: found.update(lines=lines))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    device._resolve.cache_clear()
-    yield found
-    device._resolve.cache_clear()
+    monkeypatch.setattr(device, "_resolve", device._resolve.__wrapped__)  # resolved afresh, without the GPU
+    return found
 
 
 def test_auto_on_a_machine_without_a_gpu_writes_the_cpu_result_and_says_cpu(written):
